@@ -1,0 +1,211 @@
+/* adaptopt_step(): checks its arguments, picks the kernel for the current
+ * ISA, casts the scalars, and splits the batch between OpenMP threads.
+ *
+ * ISA: the best the CPU runs is chosen on first use (CPUID, through the
+ * compiler's __builtin_cpu_supports, which also checks that the OS saves
+ * the wide registers); adaptopt_set_isa() forces another.
+ *
+ * Threads: below the threshold (total elements of the batch) the update
+ * runs serially, with no OpenMP region at all.  Above it, one parallel
+ * region covers every array of the batch: the concatenated element range
+ * is cut into n_threads equal parts, each cut moved forward to the next
+ * 64-byte boundary of the parameter array it falls in, so no two threads
+ * write the same cache line of a parameter.  The update is elementwise,
+ * so the result does not depend on the number of threads. */
+#include "internal.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#if defined(__x86_64__) || defined(_M_X64) || defined(__i386__)
+#define ADAPTOPT_X86 1
+#endif
+
+static const adaptopt_table *const tables[ADAPTOPT_N_ISAS] = {
+    &adaptopt_table_scalar,
+#ifdef ADAPTOPT_HAVE_AVX2
+    &adaptopt_table_avx2,
+#else
+    NULL,
+#endif
+#ifdef ADAPTOPT_HAVE_AVX512
+    &adaptopt_table_avx512,
+#else
+    NULL,
+#endif
+};
+
+static const char *const isa_names[ADAPTOPT_N_ISAS] = {"scalar", "avx2", "avx512"};
+static const size_t nbufs[ADAPTOPT_N_ALGOS] = {5, 3, 5, 3, 5};
+static const size_t nscals[ADAPTOPT_N_ALGOS] = {
+    ADAPTOPT_ADAM_NSCAL, ADAPTOPT_ADAGRAD_NSCAL, ADAPTOPT_RMSPROP_NSCAL,
+    ADAPTOPT_SGD_NSCAL, 0};
+
+#ifndef ADAPTOPT_DEFAULT_THRESHOLD
+#define ADAPTOPT_DEFAULT_THRESHOLD 32768
+#endif
+static size_t threshold = ADAPTOPT_DEFAULT_THRESHOLD;
+static int current_isa = -1;
+
+const char *adaptopt_isa_name(int isa)
+{
+    return (isa >= 0 && isa < ADAPTOPT_N_ISAS) ? isa_names[isa] : "unknown";
+}
+
+int adaptopt_isa_compiled(int isa)
+{
+    return isa >= 0 && isa < ADAPTOPT_N_ISAS && tables[isa] != NULL;
+}
+
+int adaptopt_isa_supported(int isa)
+{
+    if (!adaptopt_isa_compiled(isa))
+        return 0;
+    if (isa == ADAPTOPT_ISA_SCALAR)
+        return 1;
+#if defined(ADAPTOPT_X86) && (defined(__GNUC__) || defined(__clang__))
+    __builtin_cpu_init();
+    if (isa == ADAPTOPT_ISA_AVX2)
+        return __builtin_cpu_supports("avx2");
+    if (isa == ADAPTOPT_ISA_AVX512)
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq")
+            && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw");
+#endif
+    return 0;
+}
+
+int adaptopt_get_isa(void)
+{
+    if (current_isa < 0) {
+        int isa = ADAPTOPT_N_ISAS - 1;
+        while (!adaptopt_isa_supported(isa))
+            isa--;
+        current_isa = isa;
+    }
+    return current_isa;
+}
+
+int adaptopt_set_isa(int isa)
+{
+    if (!adaptopt_isa_compiled(isa))
+        return ADAPTOPT_ENOISA;
+    if (!adaptopt_isa_supported(isa))
+        return ADAPTOPT_ECPU;
+    current_isa = isa;
+    return ADAPTOPT_OK;
+}
+
+int adaptopt_openmp(void)
+{
+#ifdef _OPENMP
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+int adaptopt_max_threads(void)
+{
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+size_t adaptopt_get_threshold(void) { return threshold; }
+void adaptopt_set_threshold(size_t n_elements) { threshold = n_elements; }
+
+const char *adaptopt_compiler(void)
+{
+#if defined(__clang__)
+    return "clang " __clang_version__;
+#elif defined(__GNUC__)
+    return "gcc " __VERSION__;
+#elif defined(_MSC_VER)
+    return "msvc";
+#else
+    return "unknown";
+#endif
+}
+
+static void run_range(adaptopt_seg_fn f, size_t nbuf, void *const *ptr, const size_t *offsets,
+                      size_t first, size_t lo, size_t hi, const void *sc, int flags)
+{
+    for (size_t i = first; lo < hi; i++) {
+        size_t end = offsets[i + 1] < hi ? offsets[i + 1] : hi;
+        if (end > lo)
+            f(ptr + i * nbuf, lo - offsets[i], end - lo, sc, flags);
+        lo = end;
+    }
+}
+
+#ifdef _OPENMP
+/* The array holding global element x: the last i with offsets[i] <= x. */
+static size_t find_array(const size_t *offsets, size_t n_arrays, size_t x)
+{
+    size_t lo = 0, hi = n_arrays;  /* offsets[lo] <= x < offsets[hi] */
+    while (hi - lo > 1) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (offsets[mid] <= x) lo = mid; else hi = mid;
+    }
+    return lo;
+}
+
+/* Thread t's first element, cut at a cache line of the parameter array. */
+static size_t cut(void *const *ptr, size_t nbuf, const size_t *offsets, size_t n_arrays,
+                  size_t esize, int t, int nt, size_t *array)
+{
+    size_t total = offsets[n_arrays];
+    size_t x = total / nt * t + (total % nt) * t / nt;
+    size_t i = find_array(offsets, n_arrays, x);
+    if (t > 0) {
+        size_t misalign = ((uintptr_t)ptr[i * nbuf] + (x - offsets[i]) * esize) % 64;
+        if (misalign && misalign % esize == 0)
+            x += (64 - misalign) / esize;
+        if (x > offsets[i + 1])
+            x = offsets[i + 1];
+    }
+    *array = i;
+    return x;
+}
+#endif
+
+int adaptopt_step(int algo, int dtype, size_t n_arrays, size_t nbuf,
+                  void *const *ptr, const size_t *offsets,
+                  const double *scal, size_t nscal, int flags, int n_threads)
+{
+    if (algo < 0 || algo >= ADAPTOPT_N_ALGOS || dtype < 0 || dtype >= ADAPTOPT_N_DTYPES
+        || nbuf != nbufs[algo] || nscal != nscals[algo] || flags < 0
+        || flags >= (algo == ADAPTOPT_ROOFLINE ? 4 : ADAPTOPT_LERP_HI + (algo == ADAPTOPT_SGD) * 16))
+        return ADAPTOPT_EINVAL;
+    adaptopt_seg_fn f = (*tables[adaptopt_get_isa()])[algo][dtype];
+    union { float f[ADAPTOPT_MAX_NSCAL]; double d[ADAPTOPT_MAX_NSCAL]; } sc;
+    for (size_t k = 0; k < nscal; k++) {
+        if (dtype == ADAPTOPT_FLOAT32)
+            sc.f[k] = (float)scal[k];
+        else
+            sc.d[k] = scal[k];
+    }
+    size_t total = offsets[n_arrays];
+#ifdef _OPENMP
+    if (n_threads > 1 && total >= threshold && total > 1) {
+        size_t esize = dtype == ADAPTOPT_FLOAT32 ? sizeof(float) : sizeof(double);
+#pragma omp parallel num_threads(n_threads)
+        {
+            int t = omp_get_thread_num(), nt = omp_get_num_threads();
+            size_t first, last;
+            size_t lo = cut(ptr, nbuf, offsets, n_arrays, esize, t, nt, &first);
+            size_t hi = t + 1 < nt ? cut(ptr, nbuf, offsets, n_arrays, esize, t + 1, nt, &last)
+                                   : total;
+            run_range(f, nbuf, ptr, offsets, first, lo, hi, &sc, flags);
+        }
+        return ADAPTOPT_OK;
+    }
+#else
+    (void)n_threads;
+#endif
+    run_range(f, nbuf, ptr, offsets, 0, 0, total, &sc, flags);
+    return ADAPTOPT_OK;
+}

@@ -1,0 +1,50 @@
+/* Internal to the kernels: the segment-function type, name pasting, and
+ * the switch that instantiates a kernel body once per flag combination so
+ * that every flag test is a compile-time constant inside the loop. */
+#ifndef ADAPTOPT_INTERNAL_H
+#define ADAPTOPT_INTERNAL_H
+
+#include "adaptopt.h"
+
+/* Update elements [off, off+n) of one array; b[k] is its buffer k, sc the
+ * scalars already cast to the array's type. */
+typedef void (*adaptopt_seg_fn)(void *const *b, size_t off, size_t n,
+                                const void *sc, int flags);
+
+typedef adaptopt_seg_fn adaptopt_table[ADAPTOPT_N_ALGOS][ADAPTOPT_N_DTYPES];
+
+extern const adaptopt_table adaptopt_table_scalar;
+extern const adaptopt_table adaptopt_table_avx2;
+extern const adaptopt_table adaptopt_table_avx512;
+
+/* Internal flag: the lerp weight is >= 0.5 (torch.lerp's second form). */
+#define ADAPTOPT_LERP_HI 16
+
+#define ADAPTOPT_CAT_(a, b) a##b
+#define ADAPTOPT_CAT(a, b) ADAPTOPT_CAT_(a, b)
+
+#if defined(_MSC_VER)
+#define ADAPTOPT_INLINE static __forceinline
+#define restrict __restrict
+#else
+#define ADAPTOPT_INLINE static inline __attribute__((always_inline))
+#endif
+
+/* NaN-propagating maximum with np.maximum's semantics. */
+#define ADAPTOPT_MAXIMUM(a, b) (((a) >= (b) || (a) != (a)) ? (a) : (b))
+
+/* CALL(f) once per flag value 0..31, f a constant expression. */
+#define ADAPTOPT_SWITCH_FLAGS(flags, CALL) switch (flags) {                        \
+    case 0: CALL(0); break;   case 1: CALL(1); break;   case 2: CALL(2); break;    \
+    case 3: CALL(3); break;   case 4: CALL(4); break;   case 5: CALL(5); break;    \
+    case 6: CALL(6); break;   case 7: CALL(7); break;   case 8: CALL(8); break;    \
+    case 9: CALL(9); break;   case 10: CALL(10); break; case 11: CALL(11); break;  \
+    case 12: CALL(12); break; case 13: CALL(13); break; case 14: CALL(14); break;  \
+    case 15: CALL(15); break; case 16: CALL(16); break; case 17: CALL(17); break;  \
+    case 18: CALL(18); break; case 19: CALL(19); break; case 20: CALL(20); break;  \
+    case 21: CALL(21); break; case 22: CALL(22); break; case 23: CALL(23); break;  \
+    case 24: CALL(24); break; case 25: CALL(25); break; case 26: CALL(26); break;  \
+    case 27: CALL(27); break; case 28: CALL(28); break; case 29: CALL(29); break;  \
+    case 30: CALL(30); break; case 31: CALL(31); break; default: break; }
+
+#endif

@@ -1,0 +1,23 @@
+"""adaptopt: fused, exactly specified adaptive optimizers for CPU code.
+
+    >>> import numpy as np, adaptopt
+    >>> w = np.zeros(3, dtype=np.float32)
+    >>> opt = adaptopt.Adam([w], lr=0.1)
+    >>> opt.step([np.ones(3, dtype=np.float32)])
+    >>> w
+    array([-0.1, -0.1, -0.1], dtype=float32)
+
+Every update runs in one compiled pass over memory and is bit for bit equal
+to the NumPy reference in ``adaptopt.reference``.
+"""
+
+__version__ = "0.1.0"
+
+from ._config import (available_isas, get_isa, get_num_threads, set_isa,  # noqa: E402
+                      set_num_threads, show_config, _isa_from_env)
+from .optim import SGD, Adagrad, Adam, AdamW, RMSprop  # noqa: E402
+
+_isa_from_env()
+
+__all__ = ["Adam", "AdamW", "Adagrad", "RMSprop", "SGD", "show_config",
+           "get_num_threads", "set_num_threads", "get_isa", "set_isa", "available_isas"]

@@ -1,0 +1,347 @@
+"""What the fast optimizers and their NumPy reference twins share.
+
+Param groups, hyperparameter and gradient validation, per-parameter state,
+``state_dict``.  Subclasses supply the algorithm: ``_hyper`` (the checks of
+each hyperparameter), ``_buffers(group)`` (the state buffers, in kernel
+order), ``_init_buffer`` and ``_apply`` (the update of one batch of arrays).
+
+Everything a call can reject is checked before anything is changed, so a
+failing call leaves parameters, state and gradients exactly as they were.
+"""
+
+import bisect
+import copy
+import math
+import numbers
+import threading
+
+import numpy as np
+
+__all__ = ["Optimizer"]
+
+SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+# --- hyperparameter checks: each takes (name, value), returns the clean value
+def _real(lo=0.0, hi=None):
+    """A finite real number in [lo, hi) (hi=None: no upper bound)."""
+
+    def check(name, value):
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+            raise TypeError(f"{name} must be a real number, got {value!r}")
+        value = float(value)
+        if not math.isfinite(value):
+            raise ValueError(f"{name} must be finite, got {value!r}")
+        if value < lo:
+            raise ValueError(f"{name} must be >= {lo}, got {value!r}")
+        if hi is not None and value >= hi:
+            raise ValueError(f"{name} must be < {hi}, got {value!r}")
+        return value
+
+    return check
+
+
+nonneg = _real(0.0)
+unit = _real(0.0, 1.0)
+finite = _real(-math.inf)
+
+
+def flag(name, value):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def learning_rate(name, value):
+    """A non-negative number, or a schedule: a callable ``lr(step)``."""
+    return value if callable(value) else nonneg(name, value)
+
+
+def betas(name, value):
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise TypeError(f"{name} must be a pair (beta1, beta2), got {value!r}")
+    return (unit(f"{name}[0]", value[0]), unit(f"{name}[1]", value[1]))
+
+
+def _describe(a):
+    return f"{type(a).__name__}" if not isinstance(a, np.ndarray) else (
+        f"array of dtype {a.dtype} and shape {a.shape}")
+
+
+def check_param(name, p):
+    if not isinstance(p, np.ndarray):
+        raise TypeError(f"{name} must be a NumPy array, got {_describe(p)}")
+    if p.dtype not in SUPPORTED_DTYPES:
+        raise TypeError(f"{name} has unsupported dtype {p.dtype}: adaptopt "
+                        "updates native-endian float32 and float64 arrays")
+    if not p.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous (no silent copy is made); "
+                         "use np.ascontiguousarray and pass the copy")
+    if not p.flags.writeable:
+        raise ValueError(f"{name} is read-only: parameters are updated in place")
+    return p
+
+
+def _span(a):
+    start = a.__array_interface__["data"][0]
+    return start, start + a.nbytes
+
+
+class Optimizer:
+    """Base class: param groups, state and validation; not used directly."""
+
+    _hyper = {}        # name -> check(name, value); the order is the signature's
+    _defaults = {}     # name -> default value
+
+    def __init__(self, params, defaults, n_threads=None):
+        self.defaults = {k: self._hyper[k](k, v) for k, v in defaults.items()}
+        self.n_threads = n_threads
+        self.param_groups = []
+        self.state = {}
+        self._lock = threading.RLock()
+        self._params = []
+        if isinstance(params, np.ndarray):
+            raise TypeError("params must be a sequence of arrays or of dicts, got a "
+                            "single array: wrap it in a list")
+        params = list(params)
+        if not params:
+            raise ValueError("params is empty: the optimizer needs at least one array")
+        groups = params if isinstance(params[0], dict) else [{"params": params}]
+        for group in groups:
+            self.add_param_group(group)
+
+    def __repr__(self):
+        lines = [f"{type(self).__name__} ("]
+        for i, g in enumerate(self.param_groups):
+            lines.append(f"Parameter Group {i}")
+            lines += [f"    {k}: {v!r}" for k, v in g.items() if k != "params"]
+        return "\n".join(lines + [")"])
+
+    # --- groups
+    def _check_group(self, group):
+        """Return the group's hyperparameters, checked and cleaned."""
+        unknown = set(group) - set(self._hyper) - {"params"}
+        if unknown:
+            raise ValueError(f"unknown hyperparameter(s) {sorted(unknown)} for "
+                             f"{type(self).__name__}; known: {list(self._hyper)}")
+        return {k: check(k, group[k]) for k, check in self._hyper.items()}
+
+    def add_param_group(self, group):
+        """Add a dict ``{"params": [...], hyperparameter: value, ...}``."""
+        with self._lock:
+            if not isinstance(group, dict):
+                raise TypeError(f"param group must be a dict, got {type(group).__name__}")
+            if "params" not in group:
+                raise ValueError("param group has no 'params' entry")
+            params = group["params"]
+            params = [params] if isinstance(params, np.ndarray) else list(params)
+            if not params:
+                raise ValueError("param group 'params' is empty")
+            base = len(self._params)
+            for k, p in enumerate(params):
+                check_param(f"params[{base + k}]", p)
+            self._check_no_overlap(self._params + params, "params")
+            new = {**self.defaults, **group, "params": params}
+            self._check_group(new)
+            self.param_groups.append(new)
+            self._params.extend(params)
+            self._changed()
+
+    @staticmethod
+    def _check_no_overlap(arrays, what):
+        spans = sorted((*_span(a), i) for i, a in enumerate(arrays) if a.size)
+        for (s0, e0, i0), (s1, e1, i1) in zip(spans, spans[1:]):
+            if s1 < e0:
+                i, j = sorted((i0, i1))
+                raise ValueError(f"{what}[{i}] and {what}[{j}] share memory"
+                                 + (" (the same array twice)" if arrays[i] is arrays[j] else ""))
+
+    def _changed(self):
+        """Params or state buffers were added or replaced."""
+        self._spans = None
+
+    def _owned_spans(self):
+        """Sorted memory spans of every param and state buffer (cached)."""
+        if self._spans is None:
+            spans = [_span(p) + (f"params[{i}]",) for i, p in enumerate(self._params) if p.size]
+            for i, st in self.state.items():
+                spans += [_span(b) + (f"state[{i}][{k!r}]",) for k, b in st.items()
+                          if isinstance(b, np.ndarray) and b.size]
+            spans.sort()
+            self._spans = ([s for s, _, _ in spans], spans)
+        return self._spans
+
+    # --- gradients
+    def _check_grads(self, grads):
+        params = self._params
+        if isinstance(grads, np.ndarray) or not isinstance(grads, (list, tuple)):
+            raise TypeError("grads must be a list or tuple with one array (or None) per "
+                            f"parameter, got {_describe(grads)}")
+        if len(grads) != len(params):
+            raise ValueError(f"grads has {len(grads)} entries, the optimizer has "
+                             f"{len(params)} parameters")
+        starts, spans = self._owned_spans()
+        for i, (p, g) in enumerate(zip(params, grads)):
+            if g is None:
+                continue
+            if not isinstance(g, np.ndarray):
+                raise TypeError(f"grads[{i}] must be a NumPy array or None, got {_describe(g)}")
+            if g.dtype != p.dtype:
+                raise TypeError(f"grads[{i}] has dtype {g.dtype}, params[{i}] has "
+                                f"{p.dtype}: no silent cast is made")
+            if g.shape != p.shape:
+                raise ValueError(f"grads[{i}] has shape {g.shape}, params[{i}] has {p.shape}")
+            if not g.flags.c_contiguous:
+                raise ValueError(f"grads[{i}] must be C-contiguous (no silent copy is made)")
+            if g.size:
+                s, e = _span(g)
+                k = bisect.bisect_left(starts, e)  # spans starting before g ends
+                if k and spans[k - 1][1] > s:
+                    raise ValueError(f"grads[{i}] shares memory with {spans[k - 1][2]}: "
+                                     "pass a separate gradient array")
+                # An earlier span may be long enough to cover g although the
+                # one just before it does not: only possible for overlapping
+                # spans, which _check_no_overlap rules out among params, and
+                # state buffers are fresh allocations.
+        return grads
+
+    # --- stepping
+    def step(self, grads):
+        """Update every parameter whose gradient is not None, in place.
+
+        ``grads`` has one entry per parameter, in the order the parameters
+        were given (over all groups).  Thread-safe: concurrent calls on one
+        optimizer are serialised by a lock.
+        """
+        with self._lock:
+            grads = self._check_grads(grads)
+            plans = []
+            base = 0
+            for group in self.param_groups:
+                hyper = self._check_group(group)
+                n = len(group["params"])
+                batches = {}  # step number -> indices stepping to it
+                for i in range(base, base + n):
+                    if grads[i] is not None:
+                        st = self.state.get(i)
+                        batches.setdefault((st["step"] if st else 0) + 1, []).append(i)
+                for step, idx in batches.items():
+                    plans.append((self._resolve_lr(hyper, step), step, idx))
+                base += n
+            for hyper, step, idx in plans:
+                for i in idx:
+                    self._ensure_state(i, hyper)
+                self._apply(hyper, step, idx, grads)
+                for i in idx:
+                    self.state[i]["step"] = step
+
+    @staticmethod
+    def _resolve_lr(hyper, step):
+        lr = hyper["lr"]
+        if callable(lr):
+            value = lr(step)
+            try:
+                value = nonneg("lr", value)
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"the lr schedule returned {value!r} at step {step}: {e}") from None
+            hyper = {**hyper, "lr": value}
+        return hyper
+
+    def _ensure_state(self, i, hyper):
+        st = self.state.setdefault(i, {"step": 0})
+        p = self._params[i]
+        for name in self._buffers(hyper):
+            if name not in st:
+                st[name] = self._init_buffer(name, p, hyper)
+                self._changed()
+
+    def _buffers(self, hyper):
+        raise NotImplementedError
+
+    def _init_buffer(self, name, p, hyper):
+        return np.zeros_like(p)
+
+    def _apply(self, hyper, step, idx, grads):
+        raise NotImplementedError
+
+    # --- state_dict
+    def state_dict(self):
+        """Plain data in torch's layout; buffers are copies."""
+        with self._lock:
+            groups, base = [], 0
+            for g in self.param_groups:
+                n = len(g["params"])
+                groups.append({**{k: v for k, v in g.items() if k != "params"},
+                               "params": list(range(base, base + n))})
+                base += n
+            state = {i: {k: (v.copy() if isinstance(v, np.ndarray) else v)
+                         for k, v in st.items()} for i, st in self.state.items()}
+            return {"state": state, "param_groups": copy.deepcopy(groups)}
+
+    def load_state_dict(self, state_dict):
+        """Replace hyperparameters and state; validated first, atomic."""
+        with self._lock:
+            groups, state = self._check_state_dict(state_dict)
+            for g, new in zip(self.param_groups, groups):
+                g.update(new)
+            self.state = state
+            self._changed()
+
+    def _check_state_dict(self, sd):
+        if not isinstance(sd, dict) or set(sd) != {"state", "param_groups"}:
+            raise ValueError("state_dict must be a dict with exactly the keys "
+                             "'state' and 'param_groups'")
+        saved = sd["param_groups"]
+        if not isinstance(saved, (list, tuple)) or len(saved) != len(self.param_groups):
+            raise ValueError(f"state_dict has {len(saved) if isinstance(saved, (list, tuple)) else '?'} "
+                             f"param groups, the optimizer has {len(self.param_groups)}")
+        groups, base = [], 0
+        for gi, (g, s) in enumerate(zip(self.param_groups, saved)):
+            n = len(g["params"])
+            if not isinstance(s, dict) or "params" not in s:
+                raise ValueError(f"state_dict['param_groups'][{gi}] must be a dict with 'params'")
+            if list(s["params"]) != list(range(base, base + n)):
+                raise ValueError(f"state_dict['param_groups'][{gi}]['params'] is "
+                                 f"{list(s['params'])!r}, expected {list(range(base, base + n))!r}")
+            new = {k: v for k, v in s.items() if k != "params"}
+            try:
+                self._check_group({**g, **new})
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"state_dict['param_groups'][{gi}]: {e}") from None
+            groups.append(new)
+            base += n
+        raw = sd["state"]
+        if not isinstance(raw, dict):
+            raise ValueError("state_dict['state'] must be a dict")
+        state = {}
+        known = {"step"} | set(self._all_buffers)
+        for key, st in raw.items():
+            try:
+                i = int(key)
+            except (TypeError, ValueError):
+                raise ValueError(f"state_dict['state'] key {key!r} is not a parameter index") from None
+            if not 0 <= i < len(self._params) or i != key and str(i) != key:
+                raise ValueError(f"state_dict['state'] has an entry for parameter {key!r}, "
+                                 f"the optimizer has {len(self._params)}")
+            where = f"state_dict['state'][{key!r}]"
+            if not isinstance(st, dict) or "step" not in st:
+                raise ValueError(f"{where} must be a dict with a 'step'")
+            extra = set(st) - known
+            if extra:
+                raise ValueError(f"{where} has unknown key(s) {sorted(extra)}")
+            step = st["step"]
+            step = step.item() if isinstance(step, np.ndarray) and step.size == 1 else step
+            if isinstance(step, bool) or not isinstance(step, numbers.Real) or not (
+                    math.isfinite(step) and step >= 0 and float(step).is_integer()):
+                raise ValueError(f"{where}['step'] must be a finite non-negative whole number, got {step!r}")
+            p = self._params[i]
+            clean = {"step": int(step)}
+            for k, v in st.items():
+                if k == "step":
+                    continue
+                if not isinstance(v, np.ndarray) or v.dtype != p.dtype or v.shape != p.shape:
+                    raise ValueError(f"{where}[{k!r}] must be an array of dtype {p.dtype} and "
+                                     f"shape {p.shape}, got {_describe(v)}")
+                clean[k] = np.array(v, dtype=p.dtype, order="C", copy=True)
+            state[i] = clean
+        return groups, state

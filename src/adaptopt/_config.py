@@ -1,0 +1,117 @@
+"""Run-time configuration: threads, the SIMD path, and show_config()."""
+
+import os
+import platform
+import sys
+import warnings
+
+import numpy as np
+
+from . import _kernels
+
+__all__ = ["get_num_threads", "set_num_threads", "get_isa", "set_isa",
+           "available_isas", "show_config"]
+
+_num_threads = None  # None: the default, resolved by resolve_threads
+
+
+def _cpu_count():
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def resolve_threads(n_threads=None, name="n_threads"):
+    """The one place thread counts are resolved (scikit-learn's convention).
+
+    None: set_num_threads()'s value, else OMP_NUM_THREADS, else the number
+    of usable CPUs; a negative n counts back from the CPU count (-1: all);
+    0 raises.  Without OpenMP the answer is always 1.
+    """
+    if n_threads is None:
+        n_threads = _num_threads
+    if n_threads is None:
+        n_threads = _kernels.max_threads()
+    if isinstance(n_threads, bool) or not isinstance(n_threads, (int, np.integer)):
+        raise TypeError(f"{name} must be an int or None, got {n_threads!r}")
+    n_threads = int(n_threads)
+    if n_threads == 0:
+        raise ValueError(f"{name} must not be 0: use None for the default, "
+                         "a positive count, or -1 for all CPUs")
+    if n_threads < 0:
+        n_threads = max(1, _cpu_count() + 1 + n_threads)
+    return n_threads if _kernels.openmp() else 1
+
+
+def set_num_threads(n):
+    """Set the default thread count of every optimizer (None: back to the default)."""
+    global _num_threads
+    if n is not None:
+        resolve_threads(n, "n")
+    _num_threads = n
+
+
+def get_num_threads():
+    """The thread count an optimizer without n_threads= uses."""
+    return resolve_threads(None)
+
+
+def available_isas():
+    """The SIMD paths this build has and this CPU runs, slowest first."""
+    return [name for i, name in enumerate(_kernels.ISAS) if _kernels.isa_supported(i)]
+
+
+def get_isa():
+    """The SIMD path in use: 'scalar', 'avx2' or 'avx512'."""
+    return _kernels.ISAS[_kernels.get_isa()]
+
+
+def set_isa(name):
+    """Force a SIMD path ('scalar', 'avx2', 'avx512'; None: the best available)."""
+    if name is None:
+        name = available_isas()[-1]
+    if name not in _kernels.ISAS:
+        raise ValueError(f"isa must be one of {list(_kernels.ISAS)} or None, got {name!r}")
+    rc = _kernels.set_isa(_kernels.ISAS.index(name))
+    if rc == _kernels.ENOISA:
+        raise ValueError(f"isa {name!r} is not compiled into this build of adaptopt "
+                         f"(compiled: {[n for i, n in enumerate(_kernels.ISAS) if _kernels.isa_compiled(i)]})")
+    if rc == _kernels.ECPU:
+        raise RuntimeError(f"isa {name!r} is compiled in but this CPU cannot run it "
+                           f"(available: {available_isas()})")
+
+
+def _isa_from_env():
+    name = os.environ.get("ADAPTOPT_ISA", "").strip().lower()
+    if name:
+        try:
+            set_isa(name)
+        except (ValueError, RuntimeError) as e:
+            warnings.warn(f"ignoring ADAPTOPT_ISA={name!r}: {e}; using {get_isa()!r}",
+                          RuntimeWarning, stacklevel=3)
+
+
+def show_config(mode="stdout"):
+    """Print (mode='stdout') or return (mode='dicts') how adaptopt was built and runs."""
+    from . import __version__
+    info = {
+        "version": __version__,
+        "python": sys.version.split()[0],
+        "numpy": np.__version__,
+        "platform": platform.platform(),
+        "compiler": _kernels.compiler(),
+        "openmp": _kernels.openmp(),
+        "num_threads": get_num_threads(),
+        "parallel_threshold": _kernels.get_threshold(),
+        "isa": get_isa(),
+        "isa_available": available_isas(),
+        "isa_compiled": [n for i, n in enumerate(_kernels.ISAS) if _kernels.isa_compiled(i)],
+    }
+    if mode == "dicts":
+        return info
+    if mode != "stdout":
+        raise ValueError(f"mode must be 'stdout' or 'dicts', got {mode!r}")
+    width = max(map(len, info))
+    for k, v in info.items():
+        print(f"{k:<{width}} : {', '.join(v) if isinstance(v, list) else v}")

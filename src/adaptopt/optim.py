@@ -1,0 +1,161 @@
+"""The optimizers: reference semantics, updates done by the C kernels.
+
+Each class is its twin in ``adaptopt.reference`` (same signature, checks and
+state) with ``_apply`` replaced: instead of NumPy operations per array, one
+call into C updates every array of a batch in a single pass.  A batch is
+the arrays of one param group with the same dtype and step count (normally
+the whole group).  The scalars of a step are computed here, in double, in
+the same expressions the reference evaluates.
+"""
+
+import math
+
+import numpy as np
+
+from . import _kernels, reference
+from ._config import resolve_threads
+
+__all__ = ["Adam", "AdamW", "Adagrad", "RMSprop", "SGD"]
+
+_DTYPE_CODE = {np.dtype(np.float32): 0, np.dtype(np.float64): 1}
+
+
+class _Fast:
+    """Mixin over a reference class: batches arrays into one kernel call."""
+
+    _algo = None        # key of _kernels.ALGOS
+    _nbuf = None        # buffers per array, in the kernel's order
+
+    def __init__(self, *args, n_threads=None, **kwargs):
+        resolve_threads(n_threads)
+        self._tables = {}
+        super().__init__(*args, n_threads=n_threads, **kwargs)
+
+    def _changed(self):
+        super()._changed()
+        self._tables = {}
+
+    def _table(self, idx, names):
+        """Pointer table and offsets for arrays idx with state buffers names."""
+        key = (tuple(idx), names)
+        table = self._tables.get(key)
+        if table is None:
+            ptr = np.zeros((len(idx), self._nbuf), dtype=np.uint64)
+            offsets = np.zeros(len(idx) + 1, dtype=np.uintp)
+            for row, i in enumerate(idx):
+                p, st = self._params[i], self.state[i]
+                arrays = [p, None] + [st.get(k) if k else None for k in names]
+                _kernels.fill_pointers(arrays, ptr[row], 0, 1)
+                offsets[row + 1] = offsets[row] + p.size
+            table = self._tables[key] = (ptr.ravel(), offsets)
+        return table
+
+    def _apply(self, hyper, step, idx, grads):
+        flags, scal = self._kernel_args(hyper, step)
+        scal = np.array(scal, dtype=np.float64)
+        n_threads = resolve_threads(self.n_threads)
+        algo = _kernels.ALGOS[self._algo]
+        by_dtype = {}
+        for i in idx:
+            by_dtype.setdefault(self._params[i].dtype, []).append(i)
+        for dtype, sub in by_dtype.items():
+            for sub, extra in self._split(sub):
+                ptr, offsets = self._table(sub, self._kernel_buffers(hyper))
+                _kernels.fill_pointers([grads[i] for i in sub], ptr, 1, self._nbuf)
+                rc = _kernels.step(algo, _DTYPE_CODE[dtype], ptr, self._nbuf, offsets,
+                                   scal, flags | extra, n_threads)
+                if rc != _kernels.OK:
+                    raise RuntimeError(f"adaptopt kernel {self._algo} failed with code {rc}")
+
+    def _split(self, idx):
+        """Sub-batches needing extra flags (SGD's first momentum step)."""
+        return [(idx, 0)]
+
+    @staticmethod
+    def _flags(**named):
+        return sum(bit for bit, on in named.items() if on)
+
+
+def _bits(**on):
+    return sum(getattr(_kernels, name) for name, v in on.items() if v)
+
+
+class Adam(_Fast, reference.Adam):
+    __doc__ = reference.Adam.__doc__
+    _algo, _nbuf = "adam", 5
+
+    def _kernel_buffers(self, hyper):
+        return ("exp_avg", "exp_avg_sq", "max_exp_avg_sq" if hyper["amsgrad"] else None)
+
+    def _kernel_args(self, hyper, step):
+        lr, (b1, b2), eps, wd = hyper["lr"], hyper["betas"], hyper["eps"], hyper["weight_decay"]
+        decay = wd != 0
+        flags = _bits(MAXIMIZE=hyper["maximize"], AMSGRAD=hyper["amsgrad"],
+                      DECOUPLED=decay and self._decoupled, L2=decay and not self._decoupled)
+        return flags, (1 - b1, b2, 1 - b2, 1 - lr * wd if self._decoupled else wd,
+                       math.sqrt(1 - b2 ** step), eps, -(lr / (1 - b1 ** step)))
+
+
+class AdamW(Adam, reference.AdamW):
+    __doc__ = reference.AdamW.__doc__
+
+
+class Adagrad(_Fast, reference.Adagrad):
+    __doc__ = reference.Adagrad.__doc__
+    _algo, _nbuf = "adagrad", 3
+
+    def _kernel_buffers(self, hyper):
+        return ("sum",)
+
+    def _kernel_args(self, hyper, step):
+        lr, wd = hyper["lr"], hyper["weight_decay"]
+        flags = _bits(MAXIMIZE=hyper["maximize"], L2=wd != 0)
+        return flags, (wd, hyper["eps"], -(lr / (1 + (step - 1) * hyper["lr_decay"])))
+
+
+class RMSprop(_Fast, reference.RMSprop):
+    __doc__ = reference.RMSprop.__doc__
+    _algo, _nbuf = "rmsprop", 5
+
+    def _kernel_buffers(self, hyper):
+        return ("square_avg", "momentum_buffer" if hyper["momentum"] > 0 else None,
+                "grad_avg" if hyper["centered"] else None)
+
+    def _kernel_args(self, hyper, step):
+        alpha, wd, mom = hyper["alpha"], hyper["weight_decay"], hyper["momentum"]
+        flags = _bits(MAXIMIZE=hyper["maximize"], L2=wd != 0, CENTERED=hyper["centered"],
+                      MOMENTUM=mom > 0)
+        return flags, (alpha, 1 - alpha, hyper["eps"], wd, mom, -hyper["lr"])
+
+
+class SGD(_Fast, reference.SGD):
+    __doc__ = reference.SGD.__doc__
+    _algo, _nbuf = "sgd", 3
+
+    def _buffers(self, hyper):
+        return ("momentum_buffer",) if hyper["momentum"] != 0 else ()
+
+    def _init_buffer(self, name, p, hyper):
+        self._first.add(id(p))
+        return np.empty_like(p)
+
+    def __init__(self, *args, **kwargs):
+        self._first = set()
+        super().__init__(*args, **kwargs)
+
+    def _split(self, idx):
+        if not self._first:
+            return [(idx, 0)]
+        first = [i for i in idx if id(self._params[i]) in self._first]
+        self._first.clear()
+        rest = [i for i in idx if i not in set(first)]
+        return [(b, f) for b, f in ((first, _kernels.FIRST), (rest, 0)) if b]
+
+    def _kernel_buffers(self, hyper):
+        return ("momentum_buffer" if hyper["momentum"] != 0 else None,)
+
+    def _kernel_args(self, hyper, step):
+        wd, mom = hyper["weight_decay"], hyper["momentum"]
+        flags = _bits(MAXIMIZE=hyper["maximize"], L2=wd != 0, MOMENTUM=mom != 0,
+                      NESTEROV=hyper["nesterov"])
+        return flags, (wd, mom, 1 - hyper["dampening"], -hyper["lr"])
