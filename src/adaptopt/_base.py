@@ -17,6 +17,8 @@ import threading
 
 import numpy as np
 
+from ._config import resolve_threads
+
 __all__ = ["Optimizer"]
 
 SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -94,6 +96,7 @@ class Optimizer:
     _defaults = {}     # name -> default value
 
     def __init__(self, params, defaults, n_threads=None):
+        resolve_threads(n_threads)
         self.defaults = {k: self._hyper[k](k, v) for k, v in defaults.items()}
         self.n_threads = n_threads
         self.param_groups = []

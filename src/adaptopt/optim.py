@@ -26,10 +26,9 @@ class _Fast:
     _algo = None        # key of _kernels.ALGOS
     _nbuf = None        # buffers per array, in the kernel's order
 
-    def __init__(self, *args, n_threads=None, **kwargs):
-        resolve_threads(n_threads)
+    def __init__(self, *args, **kwargs):
         self._tables = {}
-        super().__init__(*args, n_threads=n_threads, **kwargs)
+        super().__init__(*args, **kwargs)
 
     def _changed(self):
         super()._changed()
@@ -70,10 +69,6 @@ class _Fast:
     def _split(self, idx):
         """Sub-batches needing extra flags (SGD's first momentum step)."""
         return [(idx, 0)]
-
-    @staticmethod
-    def _flags(**named):
-        return sum(bit for bit, on in named.items() if on)
 
 
 def _bits(**on):
@@ -135,20 +130,24 @@ class SGD(_Fast, reference.SGD):
     def _buffers(self, hyper):
         return ("momentum_buffer",) if hyper["momentum"] != 0 else ()
 
-    def _init_buffer(self, name, p, hyper):
-        self._first.add(id(p))
-        return np.empty_like(p)
-
     def __init__(self, *args, **kwargs):
-        self._first = set()
+        self._first = set()  # indices whose momentum buffer has not been stepped
         super().__init__(*args, **kwargs)
 
+    def _ensure_state(self, i, hyper):
+        if hyper["momentum"] != 0 and "momentum_buffer" not in self.state.get(i, {}):
+            self._first.add(i)
+        super()._ensure_state(i, hyper)
+
+    def _init_buffer(self, name, p, hyper):
+        return np.empty_like(p)  # written with the first step's gradient
+
     def _split(self, idx):
-        if not self._first:
+        first = [i for i in idx if i in self._first]
+        if not first:
             return [(idx, 0)]
-        first = [i for i in idx if id(self._params[i]) in self._first]
-        self._first.clear()
-        rest = [i for i in idx if i not in set(first)]
+        self._first.difference_update(first)
+        rest = [i for i in idx if i not in first]
         return [(b, f) for b, f in ((first, _kernels.FIRST), (rest, 0)) if b]
 
     def _kernel_buffers(self, hyper):
