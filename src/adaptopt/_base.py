@@ -101,6 +101,7 @@ class Optimizer:
         self.n_threads = n_threads
         self.param_groups = []
         self.state = {}
+        self._hyper_cache = {}
         self._lock = threading.RLock()
         self._params = []
         if isinstance(params, np.ndarray):
@@ -217,26 +218,47 @@ class Optimizer:
         optimizer are serialised by a lock.
         """
         with self._lock:
-            grads = self._check_grads(grads)
-            plans = []
-            base = 0
-            for group in self.param_groups:
-                hyper = self._check_group(group)
-                n = len(group["params"])
-                batches = {}  # step number -> indices stepping to it
-                for i in range(base, base + n):
-                    if grads[i] is not None:
-                        st = self.state.get(i)
-                        batches.setdefault((st["step"] if st else 0) + 1, []).append(i)
-                for step, idx in batches.items():
-                    plans.append((self._resolve_lr(hyper, step), step, idx))
-                base += n
-            for hyper, step, idx in plans:
-                for i in idx:
-                    self._ensure_state(i, hyper)
-                self._apply(hyper, step, idx, grads)
-                for i in idx:
-                    self.state[i]["step"] = step
+            if not self._step_fast(grads):
+                self._step_general(grads)
+
+    def _step_fast(self, grads):
+        """A shortcut for the common case; False: take the general path."""
+        return False
+
+    def _step_general(self, grads):
+        grads = self._check_grads(grads)
+        plans = []
+        base = 0
+        for gi, group in enumerate(self.param_groups):
+            hyper = self._hyper_of(gi)
+            n = len(group["params"])
+            batches = {}  # step number -> indices stepping to it
+            for i in range(base, base + n):
+                if grads[i] is not None:
+                    st = self.state.get(i)
+                    batches.setdefault((st["step"] if st else 0) + 1, []).append(i)
+            for step, idx in batches.items():
+                plans.append((self._resolve_lr(hyper, step), step, idx))
+            base += n
+        for hyper, step, idx in plans:
+            for i in idx:
+                self._ensure_state(i, hyper)
+            self._apply(hyper, step, idx, grads)
+            for i in idx:
+                self.state[i]["step"] = step
+
+    def _hyper_of(self, gi):
+        """Group gi's checked hyperparameters, re-checked only when they change."""
+        group = self.param_groups[gi]
+        # a list, not tuple(genexpr): that resizes, and the tuples it frees
+        # pile up on CPython's free lists (memory tracemalloc still counts)
+        key = [tuple(v) if type(v) is list else v for v in map(group.get, self._hyper)]
+        cached = self._hyper_cache.get(gi)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        hyper = self._check_group(group)
+        self._hyper_cache[gi] = (key, hyper)
+        return hyper
 
     @staticmethod
     def _resolve_lr(hyper, step):
@@ -261,6 +283,10 @@ class Optimizer:
     def _buffers(self, hyper):
         raise NotImplementedError
 
+    def _required(self, hyper):
+        """Buffers a state that has taken a step must have."""
+        return self._buffers(hyper)
+
     def _init_buffer(self, name, p, hyper):
         return np.zeros_like(p)
 
@@ -282,7 +308,10 @@ class Optimizer:
             return {"state": state, "param_groups": copy.deepcopy(groups)}
 
     def load_state_dict(self, state_dict):
-        """Replace hyperparameters and state; validated first, atomic."""
+        """Replace hyperparameters and state; validated first, atomic.
+
+        Buffers are copied, so the state_dict stays independent of the
+        optimizer."""
         with self._lock:
             groups, state = self._check_state_dict(state_dict)
             for g, new in zip(self.param_groups, groups):
@@ -290,28 +319,46 @@ class Optimizer:
             self.state = state
             self._changed()
 
+    def save(self, path):
+        """Write a checkpoint (.npz, crash-safe, no pickle) of state_dict() to path."""
+        from . import _checkpoint
+        with self._lock:
+            _checkpoint.save(self, path)
+
+    def load(self, path):
+        """Load a checkpoint written by save(); ValueError if invalid, nothing changed."""
+        from . import _checkpoint
+        with self._lock:
+            self.load_state_dict(_checkpoint.read(path, type(self).__name__))
+
     def _check_state_dict(self, sd):
         if not isinstance(sd, dict) or set(sd) != {"state", "param_groups"}:
             raise ValueError("state_dict must be a dict with exactly the keys "
                              "'state' and 'param_groups'")
         saved = sd["param_groups"]
         if not isinstance(saved, (list, tuple)) or len(saved) != len(self.param_groups):
-            raise ValueError(f"state_dict has {len(saved) if isinstance(saved, (list, tuple)) else '?'} "
-                             f"param groups, the optimizer has {len(self.param_groups)}")
-        groups, base = [], 0
+            n = len(saved) if isinstance(saved, (list, tuple)) else type(saved).__name__
+            raise ValueError(f"state_dict has {n} param groups, the optimizer has "
+                             f"{len(self.param_groups)}")
+        groups, hypers, base = [], [], 0
         for gi, (g, s) in enumerate(zip(self.param_groups, saved)):
             n = len(g["params"])
+            where = f"state_dict['param_groups'][{gi}]"
             if not isinstance(s, dict) or "params" not in s:
-                raise ValueError(f"state_dict['param_groups'][{gi}] must be a dict with 'params'")
-            if list(s["params"]) != list(range(base, base + n)):
-                raise ValueError(f"state_dict['param_groups'][{gi}]['params'] is "
-                                 f"{list(s['params'])!r}, expected {list(range(base, base + n))!r}")
-            new = {k: v for k, v in s.items() if k != "params"}
+                raise ValueError(f"{where} must be a dict with 'params'")
+            expected = list(range(base, base + n))
+            if list(s["params"]) != expected:
+                raise ValueError(f"{where}['params'] is {list(s['params'])!r}, expected "
+                                 f"{expected!r} (the number of parameters must match)")
+            missing = set(self._hyper) - set(s)
+            if missing:
+                raise ValueError(f"{where} is missing {sorted(missing)}")
             try:
-                self._check_group({**g, **new})
+                hyper = self._check_group({**s, "params": g["params"]})
             except (TypeError, ValueError) as e:
-                raise ValueError(f"state_dict['param_groups'][{gi}]: {e}") from None
-            groups.append(new)
+                raise ValueError(f"{where}: {e}") from None
+            groups.append(hyper)
+            hypers += [hyper] * n
             base += n
         raw = sd["state"]
         if not isinstance(raw, dict):
@@ -319,13 +366,12 @@ class Optimizer:
         state = {}
         known = {"step"} | set(self._all_buffers)
         for key, st in raw.items():
-            try:
-                i = int(key)
-            except (TypeError, ValueError):
-                raise ValueError(f"state_dict['state'] key {key!r} is not a parameter index") from None
-            if not 0 <= i < len(self._params) or i != key and str(i) != key:
+            i = _index(key)
+            if i is None or not 0 <= i < len(self._params):
                 raise ValueError(f"state_dict['state'] has an entry for parameter {key!r}, "
-                                 f"the optimizer has {len(self._params)}")
+                                 f"the optimizer has parameters 0..{len(self._params) - 1}")
+            if i in state:
+                raise ValueError(f"state_dict['state'] has two entries for parameter {i}")
             where = f"state_dict['state'][{key!r}]"
             if not isinstance(st, dict) or "step" not in st:
                 raise ValueError(f"{where} must be a dict with a 'step'")
@@ -333,10 +379,15 @@ class Optimizer:
             if extra:
                 raise ValueError(f"{where} has unknown key(s) {sorted(extra)}")
             step = st["step"]
-            step = step.item() if isinstance(step, np.ndarray) and step.size == 1 else step
+            step = step.item() if isinstance(step, (np.ndarray, np.generic)) and step.size == 1 else step
             if isinstance(step, bool) or not isinstance(step, numbers.Real) or not (
                     math.isfinite(step) and step >= 0 and float(step).is_integer()):
-                raise ValueError(f"{where}['step'] must be a finite non-negative whole number, got {step!r}")
+                raise ValueError(f"{where}['step'] must be a finite non-negative whole "
+                                 f"number, got {step!r}")
+            if step > 0:
+                missing = set(self._required(hypers[i])) - set(st)
+                if missing:
+                    raise ValueError(f"{where} is missing {sorted(missing)} (step {step})")
             p = self._params[i]
             clean = {"step": int(step)}
             for k, v in st.items():
@@ -348,3 +399,12 @@ class Optimizer:
                 clean[k] = np.array(v, dtype=p.dtype, order="C", copy=True)
             state[i] = clean
         return groups, state
+
+
+def _index(key):
+    """A parameter index from an int or a string of digits (as JSON keys are)."""
+    if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+        return int(key)
+    if isinstance(key, str) and key.isdigit():
+        return int(key)
+    return None

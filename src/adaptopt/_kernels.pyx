@@ -37,15 +37,79 @@ OK, EINVAL, ENOISA, ECPU = ADAPTOPT_OK, ADAPTOPT_EINVAL, ADAPTOPT_ENOISA, ADAPTO
 ISAS = tuple(adaptopt_isa_name(i).decode() for i in range(ADAPTOPT_N_ISAS))
 
 
-def step(int algo, int dtype, uint64_t[::1] ptr, size_t nbuf, size_t[::1] offsets,
-         const double[::1] scal, int flags, int n_threads):
-    """Run one kernel over a batch; returns the C error code."""
+cdef inline void *_data(cnp.ndarray a, int typenum, Py_ssize_t min_size, str name) except NULL:
+    if cnp.PyArray_TYPE(a) != typenum or not cnp.PyArray_IS_C_CONTIGUOUS(a) or a.size < min_size:
+        raise ValueError(f"{name}: expected a C-contiguous array of type {typenum} "
+                         f"with at least {min_size} elements")
+    return cnp.PyArray_DATA(a)
+
+
+def step(int algo, int dtype, cnp.ndarray ptr, size_t nbuf, cnp.ndarray offsets, scal,
+         int flags, int n_threads):
+    """Run one kernel over a batch; returns the C error code.
+
+    ptr: uint64 addresses, nbuf per array; offsets: uintp, n_arrays + 1;
+    scal: a sequence of at most 8 floats."""
+    cdef double sc[8]
+    cdef Py_ssize_t k, nscal = len(scal)
     cdef int rc
+    if nscal > 8:
+        raise ValueError("at most 8 scalars")
+    for k in range(nscal):
+        sc[k] = scal[k]
+    cdef size_t n_arrays = offsets.size - 1 if offsets.size else 0
+    cdef size_t *off = <size_t *>_data(offsets, cnp.NPY_UINTP, 1, "offsets")
+    cdef void **p = <void **>_data(ptr, cnp.NPY_UINT64, n_arrays * nbuf, "ptr")
     with nogil:
-        rc = adaptopt_step(algo, dtype, offsets.shape[0] - 1, nbuf, <void **>&ptr[0],
-                           &offsets[0], &scal[0] if scal.shape[0] else NULL,
-                           scal.shape[0], flags, n_threads)
+        rc = adaptopt_step(algo, dtype, n_arrays, nbuf, p, off, sc, nscal, flags, n_threads)
     return rc
+
+
+def gather(grads, list params, cnp.ndarray idx, cnp.ndarray ptr, Py_ssize_t stride,
+           cnp.ndarray starts, cnp.ndarray ends):
+    """For k, i in enumerate(idx): ptr[k*stride + 1] = address of grads[i].
+
+    grads[i] must be an ndarray of params[i]'s dtype and shape, C-contiguous,
+    aligned, and outside the memory spans [starts[j], ends[j]) (sorted,
+    disjoint).  Returns -1 when all are, else the first k that is not (or
+    is None): the caller then takes its general path, which explains."""
+    cdef Py_ssize_t k, n = idx.size, m = starts.size, lo, hi, mid
+    cdef cnp.intp_t *ix = <cnp.intp_t *>_data(idx, cnp.NPY_INTP, 0, "idx")
+    cdef uint64_t *out = <uint64_t *>_data(ptr, cnp.NPY_UINT64, n * stride, "ptr")
+    cdef uint64_t *s = <uint64_t *>_data(starts, cnp.NPY_UINT64, 0, "starts")
+    cdef uint64_t *e = <uint64_t *>_data(ends, cnp.NPY_UINT64, m, "ends")
+    cdef uint64_t a, b
+    cdef object g, p
+    cdef cnp.ndarray ga, pa
+    for k in range(n):
+        g = grads[ix[k]]
+        p = params[ix[k]]
+        if not cnp.PyArray_Check(g):
+            return k
+        ga, pa = g, p
+        if cnp.PyArray_TYPE(ga) != cnp.PyArray_TYPE(pa) or not cnp.PyArray_ISNOTSWAPPED(ga):
+            return k
+        if cnp.PyArray_NDIM(ga) != cnp.PyArray_NDIM(pa):
+            return k
+        for mid in range(cnp.PyArray_NDIM(ga)):
+            if cnp.PyArray_DIMS(ga)[mid] != cnp.PyArray_DIMS(pa)[mid]:
+                return k
+        if not cnp.PyArray_IS_C_CONTIGUOUS(ga) or not cnp.PyArray_ISALIGNED(ga):
+            return k
+        a = <uint64_t>cnp.PyArray_DATA(ga)
+        b = a + <uint64_t>cnp.PyArray_NBYTES(ga)
+        if b > a:
+            lo, hi = 0, m  # the spans starting before b are s[0:lo]
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if s[mid] < b:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            if lo > 0 and e[lo - 1] > a:
+                return k
+        out[k * stride + 1] = a
+    return -1
 
 
 def fill_pointers(list arrays, uint64_t[::1] out, Py_ssize_t start, Py_ssize_t stride):

@@ -21,18 +21,30 @@ _DTYPE_CODE = {np.dtype(np.float32): 0, np.dtype(np.float64): 1}
 
 
 class _Fast:
-    """Mixin over a reference class: batches arrays into one kernel call."""
+    """Mixin over a reference class: batches arrays into one kernel call.
+
+    The common step (every gradient given, every state created, one step
+    count per group and dtype) runs from a cached plan: per batch an index
+    array, a pointer table and offsets.  _kernels.gather checks each
+    gradient and writes its address into the table; if anything is off
+    (a None, a wrong shape, ...) the general path of the base class runs
+    instead, which raises the precise error or handles the None.
+    """
 
     _algo = None        # key of _kernels.ALGOS
     _nbuf = None        # buffers per array, in the kernel's order
 
     def __init__(self, *args, **kwargs):
         self._tables = {}
+        self._plan = None
+        self._span_arrays = None
         super().__init__(*args, **kwargs)
 
     def _changed(self):
         super()._changed()
         self._tables = {}
+        self._plan = None
+        self._span_arrays = None
 
     def _table(self, idx, names):
         """Pointer table and offsets for arrays idx with state buffers names."""
@@ -49,11 +61,20 @@ class _Fast:
             table = self._tables[key] = (ptr.ravel(), offsets)
         return table
 
+    def _run(self, dtype, ptr, offsets, flags, scal, n_threads):
+        rc = _kernels.step(_kernels.ALGOS[self._algo], _DTYPE_CODE[dtype], ptr, self._nbuf,
+                           offsets, scal, flags, n_threads)
+        if rc != _kernels.OK:
+            raise RuntimeError(f"adaptopt kernel {self._algo} failed with code {rc}")
+
+    # --- the general path: any subset of arrays, called by the base class
+    def _step_general(self, grads):
+        self._plan = None
+        super()._step_general(grads)
+
     def _apply(self, hyper, step, idx, grads):
         flags, scal = self._kernel_args(hyper, step)
-        scal = np.array(scal, dtype=np.float64)
         n_threads = resolve_threads(self.n_threads)
-        algo = _kernels.ALGOS[self._algo]
         by_dtype = {}
         for i in idx:
             by_dtype.setdefault(self._params[i].dtype, []).append(i)
@@ -61,14 +82,64 @@ class _Fast:
             for sub, extra in self._split(sub):
                 ptr, offsets = self._table(sub, self._kernel_buffers(hyper))
                 _kernels.fill_pointers([grads[i] for i in sub], ptr, 1, self._nbuf)
-                rc = _kernels.step(algo, _DTYPE_CODE[dtype], ptr, self._nbuf, offsets,
-                                   scal, flags | extra, n_threads)
-                if rc != _kernels.OK:
-                    raise RuntimeError(f"adaptopt kernel {self._algo} failed with code {rc}")
+                self._run(dtype, ptr, offsets, flags | extra, scal, n_threads)
 
     def _split(self, idx):
         """Sub-batches needing extra flags (SGD's first momentum step)."""
         return [(idx, 0)]
+
+    # --- the fast path
+    def _make_plan(self):
+        """Batches [group, buffer names, idx, ptr, offsets, dtype, step, states],
+        or False when the state is not uniform enough for the fast path."""
+        plan, base = [], 0
+        for gi, group in enumerate(self.param_groups):
+            names = self._kernel_buffers(self._hyper_of(gi))
+            by_dtype = {}
+            for i in range(base, base + len(group["params"])):
+                st = self.state.get(i)
+                if st is None or any(k and st.get(k) is None for k in names):
+                    return False
+                by_dtype.setdefault(self._params[i].dtype, []).append(i)
+            for dtype, idx in by_dtype.items():
+                steps = {self.state[i]["step"] for i in idx}
+                if len(steps) != 1:
+                    return False
+                ptr, offsets = self._table(idx, names)
+                plan.append([gi, names, np.array(idx, dtype=np.intp), ptr, offsets, dtype,
+                             steps.pop(), [self.state[i] for i in idx]])
+            base += len(group["params"])
+        return plan
+
+    def _step_fast(self, grads):
+        plan = self._plan
+        if plan is None:
+            plan = self._plan = self._make_plan()
+        if plan is False or type(grads) not in (list, tuple) or len(grads) != len(self._params):
+            return False
+        if self._span_arrays is None:
+            starts, spans = self._owned_spans()
+            self._span_arrays = (np.array(starts, dtype=np.uint64),
+                                 np.array([e for _, e, _ in spans], dtype=np.uint64))
+        starts, ends = self._span_arrays
+        for b in plan:
+            if _kernels.gather(grads, self._params, b[2], b[3], self._nbuf, starts, ends) >= 0:
+                return False
+        calls = []  # everything that can raise happens before the first kernel runs
+        for b in plan:
+            hyper = self._hyper_of(b[0])
+            if self._kernel_buffers(hyper) != b[1]:
+                self._plan = None
+                return False
+            step = b[6] + 1
+            calls.append((b, step) + self._kernel_args(self._resolve_lr(hyper, step), step))
+        n_threads = resolve_threads(self.n_threads)
+        for b, step, flags, scal in calls:
+            self._run(b[5], b[3], b[4], flags, scal, n_threads)
+            b[6] = step
+            for st in b[7]:
+                st["step"] = step
+        return True
 
 
 def _bits(**on):

@@ -210,6 +210,9 @@ class SGD(_Reference):
     def _buffers(self, hyper):
         return ()  # the momentum buffer is the first step's gradient, made in _update
 
+    def _required(self, hyper):
+        return ()  # as in torch, a missing buffer is made from the next gradient
+
     def _update(self, p, g, state, step, lr, momentum, dampening, weight_decay,
                 nesterov, maximize):
         if maximize:
