@@ -90,3 +90,21 @@ def test_kernel_rejects_bad_arguments():
     assert _kernels.step(adam, 2, ptr, 5, off, np.zeros(7), 0, 1) == _kernels.EINVAL  # dtype
     assert _kernels.step(adam, 0, ptr, 5, off, np.zeros(7), 16, 1) == _kernels.EINVAL  # flags
     assert _kernels.step(99, 0, ptr, 5, off, np.zeros(7), 0, 1) == _kernels.EINVAL  # algo
+
+
+def test_one_openmp_runtime_with_torch():
+    """torch's bundled libgomp has the system's soname, so whichever order
+    the two are imported in, one OpenMP runtime (one thread pool) serves
+    both: no two pools competing for the cores."""
+    pytest.importorskip("torch")
+    if not _kernels.openmp():
+        pytest.skip("built without OpenMP")
+    for order in ("import torch, adaptopt", "import adaptopt, torch"):
+        code = (f"{order}; import numpy as np, json\n"
+                "adaptopt.Adam([np.zeros(100000, np.float32)], n_threads=2).step("
+                "[np.ones(100000, np.float32)])\n"
+                "torch.ones(10**6).add_(1)\n"
+                "print(json.dumps(adaptopt.show_config(mode='dicts')['openmp_runtime']))")
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        runtimes = json.loads(r.stdout)
+        assert len(runtimes) == 1, (order, runtimes)

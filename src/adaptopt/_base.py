@@ -248,16 +248,23 @@ class Optimizer:
                 self.state[i]["step"] = step
 
     def _hyper_of(self, gi):
-        """Group gi's checked hyperparameters, re-checked only when they change."""
+        """Group gi's checked hyperparameters, re-checked only when they change.
+
+        The checked values are written back into the group (a list becomes
+        a tuple, an int a float), so an unchanged group is recognised by
+        identity of its values."""
         group = self.param_groups[gi]
-        # a list, not tuple(genexpr): that resizes, and the tuples it frees
-        # pile up on CPython's free lists (memory tracemalloc still counts)
-        key = [tuple(v) if type(v) is list else v for v in map(group.get, self._hyper)]
         cached = self._hyper_cache.get(gi)
-        if cached is not None and cached[0] == key:
-            return cached[1]
+        if cached is not None and cached[0] is group:
+            hyper = cached[1]
+            for k in self._hyper:
+                if group.get(k) is not hyper[k]:
+                    break
+            else:
+                return hyper
         hyper = self._check_group(group)
-        self._hyper_cache[gi] = (key, hyper)
+        group.update(hyper)
+        self._hyper_cache[gi] = (group, hyper)
         return hyper
 
     @staticmethod

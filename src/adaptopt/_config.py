@@ -13,6 +13,8 @@ __all__ = ["get_num_threads", "set_num_threads", "get_isa", "set_isa",
            "available_isas", "show_config"]
 
 _num_threads = None  # None: the default, resolved by resolve_threads
+# OMP_NUM_THREADS, else the CPUs OpenMP sees; 1 without OpenMP
+_DEFAULT_THREADS = _kernels.max_threads() if _kernels.openmp() else 1
 
 
 def _cpu_count():
@@ -31,8 +33,8 @@ def resolve_threads(n_threads=None, name="n_threads"):
     """
     if n_threads is None:
         n_threads = _num_threads
-    if n_threads is None:
-        n_threads = _kernels.max_threads()
+        if n_threads is None:
+            return _DEFAULT_THREADS
     if isinstance(n_threads, bool) or not isinstance(n_threads, (int, np.integer)):
         raise TypeError(f"{name} must be an int or None, got {n_threads!r}")
     n_threads = int(n_threads)
@@ -92,6 +94,20 @@ def _isa_from_env():
                           RuntimeWarning, stacklevel=3)
 
 
+def openmp_runtimes():
+    """Paths of the OpenMP runtime libraries loaded in this process (Linux).
+
+    torch bundles a libgomp with the system's soname, libgomp.so.1, so the
+    loader shares one runtime (whichever loaded first) between torch and
+    adaptopt: one thread pool, no oversubscription."""
+    try:
+        with open("/proc/self/maps") as f:
+            names = {line.split()[-1] for line in f if "omp" in line.rsplit("/", 1)[-1]}
+    except OSError:
+        return []
+    return sorted(n for n in names if n.startswith("/") and ".so" in n)
+
+
 def show_config(mode="stdout"):
     """Print (mode='stdout') or return (mode='dicts') how adaptopt was built and runs."""
     from . import __version__
@@ -104,6 +120,7 @@ def show_config(mode="stdout"):
         "openmp": _kernels.openmp(),
         "num_threads": get_num_threads(),
         "parallel_threshold": _kernels.get_threshold(),
+        "openmp_runtime": openmp_runtimes(),
         "isa": get_isa(),
         "isa_available": available_isas(),
         "isa_compiled": [n for i, n in enumerate(_kernels.ISAS) if _kernels.isa_compiled(i)],

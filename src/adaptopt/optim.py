@@ -131,19 +131,18 @@ class _Fast:
             if self._kernel_buffers(hyper) != b[1]:
                 self._plan = None
                 return False
-            step = b[6] + 1
-            calls.append((b, step) + self._kernel_args(self._resolve_lr(hyper, step), step))
+            calls.append(self._kernel_args(self._resolve_lr(hyper, b[6] + 1), b[6] + 1))
         n_threads = resolve_threads(self.n_threads)
-        for b, step, flags, scal in calls:
+        for b, (flags, scal) in zip(plan, calls):
             self._run(b[5], b[3], b[4], flags, scal, n_threads)
-            b[6] = step
+            b[6] += 1
             for st in b[7]:
-                st["step"] = step
+                st["step"] = b[6]
         return True
 
 
-def _bits(**on):
-    return sum(getattr(_kernels, name) for name, v in on.items() if v)
+MAXIMIZE, L2, DECOUPLED, AMSGRAD = _kernels.MAXIMIZE, _kernels.L2, _kernels.DECOUPLED, _kernels.AMSGRAD
+CENTERED, MOMENTUM, NESTEROV = _kernels.CENTERED, _kernels.MOMENTUM, _kernels.NESTEROV
 
 
 class Adam(_Fast, reference.Adam):
@@ -155,9 +154,8 @@ class Adam(_Fast, reference.Adam):
 
     def _kernel_args(self, hyper, step):
         lr, (b1, b2), eps, wd = hyper["lr"], hyper["betas"], hyper["eps"], hyper["weight_decay"]
-        decay = wd != 0
-        flags = _bits(MAXIMIZE=hyper["maximize"], AMSGRAD=hyper["amsgrad"],
-                      DECOUPLED=decay and self._decoupled, L2=decay and not self._decoupled)
+        flags = ((MAXIMIZE if hyper["maximize"] else 0) | (AMSGRAD if hyper["amsgrad"] else 0)
+                 | (0 if wd == 0 else DECOUPLED if self._decoupled else L2))
         return flags, (1 - b1, b2, 1 - b2, 1 - lr * wd if self._decoupled else wd,
                        math.sqrt(1 - b2 ** step), eps, -(lr / (1 - b1 ** step)))
 
@@ -175,7 +173,7 @@ class Adagrad(_Fast, reference.Adagrad):
 
     def _kernel_args(self, hyper, step):
         lr, wd = hyper["lr"], hyper["weight_decay"]
-        flags = _bits(MAXIMIZE=hyper["maximize"], L2=wd != 0)
+        flags = (MAXIMIZE if hyper["maximize"] else 0) | (L2 if wd != 0 else 0)
         return flags, (wd, hyper["eps"], -(lr / (1 + (step - 1) * hyper["lr_decay"])))
 
 
@@ -189,8 +187,8 @@ class RMSprop(_Fast, reference.RMSprop):
 
     def _kernel_args(self, hyper, step):
         alpha, wd, mom = hyper["alpha"], hyper["weight_decay"], hyper["momentum"]
-        flags = _bits(MAXIMIZE=hyper["maximize"], L2=wd != 0, CENTERED=hyper["centered"],
-                      MOMENTUM=mom > 0)
+        flags = ((MAXIMIZE if hyper["maximize"] else 0) | (L2 if wd != 0 else 0)
+                 | (CENTERED if hyper["centered"] else 0) | (MOMENTUM if mom > 0 else 0))
         return flags, (alpha, 1 - alpha, hyper["eps"], wd, mom, -hyper["lr"])
 
 
@@ -226,6 +224,6 @@ class SGD(_Fast, reference.SGD):
 
     def _kernel_args(self, hyper, step):
         wd, mom = hyper["weight_decay"], hyper["momentum"]
-        flags = _bits(MAXIMIZE=hyper["maximize"], L2=wd != 0, MOMENTUM=mom != 0,
-                      NESTEROV=hyper["nesterov"])
+        flags = ((MAXIMIZE if hyper["maximize"] else 0) | (L2 if wd != 0 else 0)
+                 | (MOMENTUM if mom != 0 else 0) | (NESTEROV if hyper["nesterov"] else 0))
         return flags, (wd, mom, 1 - hyper["dampening"], -hyper["lr"])
