@@ -79,6 +79,7 @@ int adaptopt_max_threads(void);
 size_t adaptopt_get_threshold(void);
 void adaptopt_set_threshold(size_t n_elements);
 const char *adaptopt_compiler(void);
+const char *adaptopt_build_flags(void);  /* the kernels' compiler flags */
 
 #ifdef __cplusplus
 }

@@ -117,6 +117,11 @@ int adaptopt_max_threads(void)
 size_t adaptopt_get_threshold(void) { return threshold; }
 void adaptopt_set_threshold(size_t n_elements) { threshold = n_elements; }
 
+#ifndef ADAPTOPT_BUILD_FLAGS
+#define ADAPTOPT_BUILD_FLAGS "unknown"
+#endif
+const char *adaptopt_build_flags(void) { return ADAPTOPT_BUILD_FLAGS; }
+
 const char *adaptopt_compiler(void)
 {
 #if defined(__clang__)

@@ -117,6 +117,7 @@ def show_config(mode="stdout"):
         "numpy": np.__version__,
         "platform": platform.platform(),
         "compiler": _kernels.compiler(),
+        "flags": _kernels.build_flags(),
         "openmp": _kernels.openmp(),
         "num_threads": get_num_threads(),
         "parallel_threshold": _kernels.get_threshold(),

@@ -22,6 +22,7 @@ cdef extern from "adaptopt.h" nogil:
     size_t adaptopt_get_threshold()
     void adaptopt_set_threshold(size_t n)
     const char *adaptopt_compiler()
+    const char *adaptopt_build_flags()
     enum:
         ADAPTOPT_ADAM, ADAPTOPT_ADAGRAD, ADAPTOPT_RMSPROP, ADAPTOPT_SGD, ADAPTOPT_ROOFLINE
         ADAPTOPT_N_ISAS
@@ -147,3 +148,6 @@ def set_threshold(size_t n):
 
 def compiler():
     return adaptopt_compiler().decode()
+
+def build_flags():
+    return adaptopt_build_flags().decode()
