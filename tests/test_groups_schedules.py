@@ -143,3 +143,30 @@ def test_schedules_match_torch_lr_scheduler(ours, theirs):
     # torch's schedulers update recursively (lr *= factor each step): a few
     # ULP from the closed form after 25 steps
     np.testing.assert_allclose(got, expected, rtol=1e-13, atol=1e-16)
+
+
+@pytest.mark.parametrize("change", [
+    lambda g: g.__setitem__("lr", -1.0),
+    lambda g: g.update(lr=-1.0),
+    lambda g: g.update({"eps": -1.0}),
+    lambda g: g.pop("eps"),
+    lambda g: g.__ior__({"eps": -1.0}),
+], ids=["setitem", "update-kw", "update-dict", "pop", "ior"])
+def test_every_way_of_changing_a_group_is_checked_at_the_next_step(change):
+    p = np.zeros(3)
+    opt = adaptopt.Adam([p], lr=0.1)
+    opt.step([np.ones(3)])
+    before = p.copy()
+    change(opt.param_groups[0])
+    with pytest.raises((ValueError, TypeError)):
+        opt.step([np.ones(3)])
+    np.testing.assert_array_equal(p, before)
+
+
+def test_group_replaced_by_a_plain_dict_still_works():
+    p = np.zeros(3)
+    opt = adaptopt.SGD([p], lr=1.0)
+    opt.step([np.ones(3)])
+    opt.param_groups[0] = {**opt.param_groups[0], "lr": 2.0}
+    opt.step([np.ones(3)])
+    np.testing.assert_array_equal(p, [-3.0, -3.0, -3.0])

@@ -84,6 +84,38 @@ def check_param(name, p):
     return p
 
 
+class ParamGroup(dict):
+    """A param group: a dict that counts its changes.
+
+    The optimizer re-checks a group's hyperparameters when its version
+    moved, so an unchanged group costs nothing per step while a change made
+    between steps (``group["lr"] = ...``) is checked at the next one."""
+
+    __slots__ = ("version",)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.version = 0
+
+    def _touch(name):
+        method = getattr(dict, name)
+
+        def changed(self, *args, **kwargs):
+            self.version += 1
+            return method(self, *args, **kwargs)
+
+        changed.__name__ = name
+        return changed
+
+    for _name in ("__setitem__", "__delitem__", "__ior__", "update", "setdefault", "pop",
+                  "popitem", "clear"):
+        locals()[_name] = _touch(_name)
+    del _name, _touch
+
+    def __reduce__(self):
+        return (ParamGroup, (dict(self),))
+
+
 def _span(a):
     start = a.__array_interface__["data"][0]
     return start, start + a.nbytes
@@ -128,6 +160,9 @@ class Optimizer:
         if unknown:
             raise ValueError(f"unknown hyperparameter(s) {sorted(unknown)} for "
                              f"{type(self).__name__}; known: {list(self._hyper)}")
+        missing = [k for k in self._hyper if k not in group]
+        if missing:
+            raise ValueError(f"param group is missing hyperparameter(s) {missing}")
         return {k: check(k, group[k]) for k, check in self._hyper.items()}
 
     def add_param_group(self, group):
@@ -145,7 +180,7 @@ class Optimizer:
             for k, p in enumerate(params):
                 check_param(f"params[{base + k}]", p)
             self._check_no_overlap(self._params + params, "params")
-            new = {**self.defaults, **group, "params": params}
+            new = ParamGroup({**self.defaults, **group, "params": params})
             self._check_group(new)
             self.param_groups.append(new)
             self._params.extend(params)
@@ -248,23 +283,18 @@ class Optimizer:
                 self.state[i]["step"] = step
 
     def _hyper_of(self, gi):
-        """Group gi's checked hyperparameters, re-checked only when they change.
+        """Group gi's checked hyperparameters, re-checked when the group changed.
 
-        The checked values are written back into the group (a list becomes
-        a tuple, an int a float), so an unchanged group is recognised by
-        identity of its values."""
+        The checked values are written back (a list becomes a tuple, an int
+        a float), so no mutable value hides a change from the version."""
         group = self.param_groups[gi]
         cached = self._hyper_cache.get(gi)
-        if cached is not None and cached[0] is group:
-            hyper = cached[1]
-            for k in self._hyper:
-                if group.get(k) is not hyper[k]:
-                    break
-            else:
-                return hyper
+        version = getattr(group, "version", None)  # None: a plain dict put there by hand
+        if cached is not None and cached[0] is group and version is not None and cached[1] == version:
+            return cached[2]
         hyper = self._check_group(group)
         group.update(hyper)
-        self._hyper_cache[gi] = (group, hyper)
+        self._hyper_cache[gi] = (group, getattr(group, "version", None), hyper)
         return hyper
 
     @staticmethod
