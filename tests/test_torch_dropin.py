@@ -29,7 +29,6 @@ torch = pytest.importorskip("torch")
 nn = torch.nn
 F = torch.nn.functional
 
-import adaptopt  # noqa: E402
 import adaptopt.torch as aot  # noqa: E402
 from adaptopt import _kernels  # noqa: E402
 
@@ -292,7 +291,8 @@ def test_checkpoint_layout_like_torch(name, kw):
     """The same keys, dtypes and shapes as torch.optim's; step a 0-d float32 tensor."""
     data = make_data(torch.float32)
     mt, ma = make_model(torch.float32), make_model(torch.float32)
-    ot, oa = make_opt(torch.optim, name, mt.parameters(), kw), make_opt(aot, name, ma.parameters(), kw)
+    ot = make_opt(torch.optim, name, mt.parameters(), kw)
+    oa = make_opt(aot, name, ma.parameters(), kw)
     train(mt, ot, data, 3)
     train(ma, oa, data, 3)
     st, sa = ot.state_dict(), oa.state_dict()
@@ -464,6 +464,8 @@ def test_add_param_group_and_mixed_dtypes_and_missing_grads():
             loss.backward()
             if t % 3 == 0:
                 a.bias.grad = None  # a step without this gradient
+            if t < 9:
+                extra.grad = None  # its state starts later than its group's
             o.step()
         out.append((a, b, extra, o))
     (at, bt, et, ot), (aa, ba, ea, oa) = out
@@ -472,6 +474,8 @@ def test_add_param_group_and_mixed_dtypes_and_missing_grads():
     assert (ea - et).abs().max().item() <= RTOL[torch.float32] * et.abs().max().item()
     assert oa.state[aa.bias]["step"].item() == ot.state[at.bias]["step"].item() == 20
     assert oa.state[aa.weight]["step"].item() == 30
+    assert oa.state[ba.weight]["step"].item() == ot.state[bt.weight]["step"].item() == 25
+    assert oa.state[ea]["step"].item() == ot.state[et]["step"].item() == 21
 
 
 def test_one_kernel_call_per_batch_and_cached_tables(monkeypatch):
@@ -503,6 +507,17 @@ def test_one_kernel_call_per_batch_and_cached_tables(monkeypatch):
     before = p32[0].detach().clone()
     o.step()
     assert len(builds) == 5 and not torch.equal(p32[0].detach(), before)
+    # alternating sets of parameters with a gradient: one more table, kept
+    g1 = p32[1].grad
+    for t in range(6):
+        p32[1].grad = None if t % 2 else g1
+        calls.clear()
+        o.step()
+        # once p32[1] has skipped a step, group 0 has two step counts: two calls
+        assert sorted(calls) == [0] * (2 if t and t % 2 == 0 else 1) + [0, 1]
+    assert len(builds) == 6
+    steps = [o.state[p]["step"].item() for p in p32[:2]]
+    assert steps == [12.0, 9.0]
 
 
 @pytest.mark.parametrize("flags", [{"foreach": True}, {"foreach": False}, {"fused": True},

@@ -70,7 +70,8 @@ def _real(where, key, value, lo=0.0, hi=None):
     """A real number (or 1-element tensor) as a float, lo <= value (< hi)."""
     if isinstance(value, torch.Tensor):
         if value.numel() != 1:
-            raise ValueError(f"{where}Tensor {key} must be 1-element, got shape {tuple(value.shape)}")
+            raise ValueError(f"{where}Tensor {key} must be 1-element, "
+                             f"got shape {tuple(value.shape)}")
         value = value.item()
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{where}{key} must be a real number, got {value!r}")
@@ -171,12 +172,15 @@ def _span(t):
     return start, start + t.numel() * t.element_size()
 
 
-def _no_overlap(spans, what):
-    """spans: (start, end, label) of memory that one step writes; sorted copy back."""
-    spans = sorted(s for s in spans if s[1] > s[0])
+def _no_overlap(spans, what, label):
+    """spans: (start, end, tag) of memory one step writes; sorted, non-empty, back.
+
+    label(tag) names a span; it is only called for the error message.
+    """
+    spans = sorted((s for s in spans if s[1] > s[0]), key=lambda s: s[:2])
     for (s0, e0, a), (s1, e1, b) in zip(spans, spans[1:]):
         if s1 < e0:
-            raise ValueError(f"{a} and {b} share memory: {what}")
+            raise ValueError(f"{label(a)} and {label(b)} share memory: {what}")
     return spans
 
 
@@ -184,13 +188,14 @@ class _Batch:
     """The tensors of one group with one dtype: a kernel pointer table.
 
     ptr2d[r] holds the data addresses of row r's buffers in the kernel's
-    order (column 1, the gradient, is refilled every step); ``steps`` is a
-    NumPy view of the one tensor whose 0-d views are the rows'
-    ``state['step']`` tensors, so reading and counting steps is one
-    operation per batch, not one per parameter.
+    order (column 1, the gradient, is refilled every step).  The rows'
+    ``state['step']`` tensors are 0-d views of one tensor per param group
+    (see ``_step_pack``); ``steps`` is its NumPy view and ``step_idx`` the
+    rows' positions in it (None: all of it, in order), so reading and
+    counting steps is one operation per batch, not one per parameter.
     """
 
-    __slots__ = ("idx", "code", "ptr2d", "ptr", "sizes", "offsets", "steps")
+    __slots__ = ("idx", "code", "ptr2d", "ptr", "sizes", "offsets", "steps", "step_idx")
 
 
 class _Plan:
@@ -221,6 +226,7 @@ class _FusedOptimizer(Optimizer):
         _check_flags(type(self), defaults)
         self.n_threads = n_threads
         self._plans = {}
+        self._packs = {}
         super().__init__(params, defaults)
 
     # --- torch's Optimizer API --------------------------------------------
@@ -234,16 +240,13 @@ class _FusedOptimizer(Optimizer):
             where = f"param_groups[{gi}]: "
             _check_flags(type(self), group, where)
             self._hyper(group, where)
-            spans = []
-            for gj, g in enumerate(self.param_groups):
-                for k, p in enumerate(g["params"]):
-                    if gj == gi:
-                        err = _param_problem(type(self), p, _where(g, gj, k, p))
-                        if err is not None:
-                            raise err
-                    spans.append(_span(p) + (_where(g, gj, k, p),))
+            for k, p in enumerate(group["params"]):
+                if _param_problem(type(self), p, "") is not None:
+                    raise _param_problem(type(self), p, _where(group, gi, k, p))
+            spans = [_span(p) + ((gj, k, None),) for gj, g in enumerate(self.param_groups)
+                     for k, p in enumerate(g["params"])]
             _no_overlap(spans, "each parameter is updated in place, so parameters must "
-                        "not overlap (pass each tensor once)")
+                        "not overlap (pass each tensor once)", self._label)
         except BaseException:
             del self.param_groups[before:]
             raise
@@ -279,6 +282,7 @@ class _FusedOptimizer(Optimizer):
         super().__setstate__(state)
         self.__dict__.setdefault("n_threads", None)
         self._plans = {}
+        self._packs = {}
 
     def _check_loaded(self, st, p, group, where):
         fixes = []
@@ -328,13 +332,13 @@ class _FusedOptimizer(Optimizer):
         work = [w for w in (self._prepare(gi, g) for gi, g in enumerate(self.param_groups))
                 if w is not None]
         threads = resolve_threads(self.n_threads)
-        for group, hyper, names, key, plan, pwg, gptrs in work:
+        for gi, group, hyper, names, key, plan, pwg, gptrs in work:
             first = None
             if plan is None:
                 first = self._init_state(pwg, group, hyper, names)
                 if len(self._plans) >= 64:
                     self._plans.clear()
-                plan = self._plans[key] = self._build_plan(pwg, group, names)
+                plan = self._plans[key] = self._build_plan(pwg, group, gi, names)
             self._run(plan, hyper, gptrs, first, threads)
         return loss
 
@@ -358,10 +362,10 @@ class _FusedOptimizer(Optimizer):
         if plan is not None:
             gptrs = self._check_grads(gi, group, pwg, plan.starts, plan.ends, plan.labels, plan)
             if gptrs is not None:
-                return group, hyper, names, key, plan, pwg, gptrs
+                return gi, group, hyper, names, key, plan, pwg, gptrs
         starts, ends, labels = self._check_params(gi, group, pwg, names)
         gptrs = self._check_grads(gi, group, pwg, starts, ends, labels, None)
-        return group, hyper, names, key, None, pwg, gptrs
+        return gi, group, hyper, names, key, None, pwg, gptrs
 
     def _check_grads(self, gi, group, pwg, starts, ends, labels, plan):
         """Gradient addresses, after checking them; None if the plan is stale."""
@@ -385,18 +389,26 @@ class _FusedOptimizer(Optimizer):
             ge = gp + g.numel() * g.element_size()
             k = bisect.bisect_left(starts, ge)
             if k and ends[k - 1] > gp and ge > gp:
-                raise ValueError(f"the gradient of {self._locate(gi, group, p)} shares memory "
-                                 f"with {labels[k - 1]}, which the step writes: give the "
-                                 "parameter a separate gradient tensor")
+                raise ValueError(f"the gradient of {self._locate(gi, group, p)} shares "
+                                 f"memory with {self._label(labels[k - 1])}, which the step "
+                                 "writes: give the parameter a separate gradient tensor")
             gptrs.append(gp)
         return gptrs
 
     @staticmethod
     def _locate(gi, group, p):
+        """Name a parameter (error messages only: a linear search)."""
         for k, q in enumerate(group["params"]):
             if q is p:
                 return _where(group, gi, k, p)
         return f"a parameter of param_groups[{gi}]"
+
+    def _label(self, tag):
+        """Name a memory span tagged (group index, index in group, state key or None)."""
+        gi, k, key = tag
+        group = self.param_groups[gi]
+        where = _where(group, gi, k, group["params"][k])
+        return where if key is None else f"state[{key!r}] of {where}"
 
     def _entries(self, names):
         return (("step",) if self._has_step else ()) + tuple(n for n in names if n)
@@ -404,34 +416,35 @@ class _FusedOptimizer(Optimizer):
     def _check_params(self, gi, group, pwg, names):
         """Full check of parameters and their existing state (no usable plan)."""
         spans = []
+        index = {id(q): k for k, q in enumerate(group["params"])}
+        entries = self._entries(names)
         for p in pwg:
-            where = self._locate(gi, group, p)
-            err = _param_problem(type(self), p, where)
+            k = index[id(p)]
+            err = _param_problem(type(self), p, "")
             if err is not None:
-                raise err
-            spans.append(_span(p) + (where,))
+                raise _param_problem(type(self), p, _where(group, gi, k, p))
+            spans.append(_span(p) + ((gi, k, None),))
             st = self.state.get(p) or {}
-            for key in self._entries(names):
+            for key in entries:
                 v = st.get(key)
                 if v is None:
                     continue
-                swhere = f"state[{key!r}] of {where}"
                 if key == "step":
                     if not (isinstance(v, torch.Tensor) and v.numel() == 1 and v.is_cpu
                             and v.dtype in _STEP_DTYPES and not v.requires_grad):
-                        raise ValueError(f"{swhere} must be a 1-element float32/float64 CPU "
-                                         f"tensor, got {v!r}")
+                        raise ValueError(f"{self._label((gi, k, key))} must be a 1-element "
+                                         f"float32/float64 CPU tensor, got {v!r}")
                     continue
                 if not (isinstance(v, torch.Tensor) and v.layout is torch.strided and v.is_cpu
                         and v.dtype is p.dtype and v.shape == p.shape and v.is_contiguous()):
                     got = (f"shape {tuple(v.shape)}, dtype {v.dtype}, device {v.device}, "
                            f"contiguous {v.is_contiguous()}" if isinstance(v, torch.Tensor)
                            else type(v).__name__)
-                    raise ValueError(f"{swhere} must be a contiguous CPU tensor of the "
-                                     f"parameter's shape and dtype, got {got}")
-                spans.append(_span(v) + (swhere,))
+                    raise ValueError(f"{self._label((gi, k, key))} must be a contiguous CPU "
+                                     f"tensor of the parameter's shape and dtype, got {got}")
+                spans.append(_span(v) + ((gi, k, key),))
         spans = _no_overlap(spans, "the step writes each of them in place, so parameters "
-                            "and optimizer state must not overlap")
+                            "and optimizer state must not overlap", self._label)
         return [s for s, _, _ in spans], [e for _, e, _ in spans], [w for _, _, w in spans]
 
     def _init_state(self, pwg, group, hyper, names):
@@ -453,8 +466,9 @@ class _FusedOptimizer(Optimizer):
     def _new_buffer(self, key, p, group):
         return torch.zeros_like(p, memory_format=torch.preserve_format)
 
-    def _build_plan(self, pwg, group, names):
+    def _build_plan(self, pwg, group, gi, names):
         """The pointer tables of a group's parameters with a gradient, by dtype."""
+        index = {id(q): k for k, q in enumerate(group["params"])}
         by_dtype = {}
         for i, p in enumerate(pwg):
             by_dtype.setdefault(p.dtype, []).append(i)
@@ -463,6 +477,8 @@ class _FusedOptimizer(Optimizer):
         plan.batches = []
         rows = [None] * len(pwg)
         spans = []
+        if self._has_step:  # once for all batches: a repack would strand earlier ones
+            steps, pos = self._step_pack(gi, group, pwg)
         for dtype, idx in by_dtype.items():
             b = _Batch()
             b.code = _DTYPE_CODE[dtype]
@@ -471,47 +487,60 @@ class _FusedOptimizer(Optimizer):
             b.ptr2d = np.zeros((n, self._nbuf), dtype=np.uint64)
             b.ptr = b.ptr2d.ravel()
             b.sizes = np.zeros(n, dtype=np.uintp)
-            b.steps = self._pack_steps([self.state[pwg[i]] for i in idx], group) \
-                if self._has_step else None
+            b.steps = b.step_idx = None
+            if self._has_step:
+                b.steps = steps
+                step_idx = [pos[id(pwg[i])] for i in idx]
+                if step_idx != list(range(len(b.steps))):
+                    b.step_idx = np.array(step_idx, dtype=np.intp)
             for r, i in enumerate(idx):
                 p = pwg[i]
                 st = self.state.get(p)
                 b.ptr2d[r, 0] = p.data_ptr()
                 b.sizes[r] = p.numel()
-                spans.append(_span(p) + (self._locate_any(p),))
+                k = index[id(p)]
+                spans.append(_span(p) + ((gi, k, None),))
                 for c, key in enumerate(names, 2):
                     if key:
                         b.ptr2d[r, c] = st[key].data_ptr()
-                        spans.append(_span(st[key]) + (f"state[{key!r}] of "
-                                                       f"{self._locate_any(p)}",))
+                        spans.append(_span(st[key]) + ((gi, k, key),))
                 rows[i] = (p, p.data_ptr(), p.numel(), dtype, st,
                            tuple((k, st[k], st[k].data_ptr()) for k in entries))
             b.offsets = np.zeros(n + 1, dtype=np.uintp)
             np.cumsum(b.sizes, out=b.offsets[1:])
             plan.batches.append(b)
         plan.rows = rows
-        spans = sorted(s for s in spans if s[1] > s[0])
+        spans = sorted((s for s in spans if s[1] > s[0]), key=lambda s: s[:2])
         plan.starts = [s for s, _, _ in spans]
         plan.ends = [e for _, e, _ in spans]
         plan.labels = [w for _, _, w in spans]
         return plan
 
-    def _locate_any(self, p):
-        for gi, group in enumerate(self.param_groups):
-            for k, q in enumerate(group["params"]):
-                if q is p:
-                    return _where(group, gi, k, p)
-        return "a parameter"
+    def _step_pack(self, gi, group, params):
+        """The group's 'step' tensors as 0-d views of one tensor: (its NumPy view,
+        {id(param): position}).
 
-    @staticmethod
-    def _pack_steps(states, group):
-        """Make the rows' 'step' tensors 0-d views of one tensor (values kept)."""
-        dtypes = {st["step"].dtype for st in states}
+        Kept while every parameter asked for is in it with the same view;
+        otherwise rebuilt from all of the group's parameters that have a step
+        (values kept, the views replace the step tensors in self.state).
+        """
+        pack = self._packs.get(gi)
+        if pack is not None:
+            steps, pos, views = pack
+            state = self.state
+            if all(id(p) in pos and state[p]["step"] is views[pos[id(p)]] for p in params):
+                return steps, pos
+        members = [p for p in group["params"] if "step" in self.state.get(p, ())]
+        old = [self.state[p]["step"] for p in members]
+        dtypes = {t.dtype for t in old}
         dtype = dtypes.pop() if len(dtypes) == 1 else _scalar_dtype(group.get("fused"))
-        base = torch.tensor([st["step"].item() for st in states], dtype=dtype)
-        for r, st in enumerate(states):
-            st["step"] = base[r]
-        return base.numpy()
+        base = torch.tensor([t.item() for t in old], dtype=dtype)
+        views = [base[i] for i in range(len(members))]
+        for p, v in zip(members, views):
+            self.state[p]["step"] = v
+        pos = {id(p): i for i, p in enumerate(members)}
+        self._packs[gi] = (base.numpy(), pos, views)
+        return base.numpy(), pos
 
     def _run(self, plan, hyper, gptrs, first, threads):
         algo = _kernels.ALGOS[self._algo]
@@ -520,7 +549,10 @@ class _FusedOptimizer(Optimizer):
             b.ptr2d[:, 1] = gptrs if b.idx is None else gptrs[b.idx]
             n = len(b.sizes)
             # the rows' (step to take, extra flags): torch counts first, in the step's dtype
-            new = (b.steps + 1).tolist() if b.steps is not None else [0] * n
+            if b.steps is None:
+                new = [0] * n
+            else:
+                new = (b.steps + 1 if b.step_idx is None else b.steps[b.step_idx] + 1).tolist()
             extra = [0] * n
             if first:
                 pos = range(n) if b.idx is None else b.idx.tolist()
@@ -546,7 +578,10 @@ class _FusedOptimizer(Optimizer):
                 if rc != _kernels.OK:
                     raise RuntimeError(f"adaptopt kernel {self._algo} failed with code {rc}")
             if b.steps is not None:
-                b.steps += 1
+                if b.step_idx is None:
+                    b.steps += 1
+                else:
+                    b.steps[b.step_idx] += 1
 
 
 # --------------------------------------------------------------------------
@@ -648,7 +683,8 @@ class Adagrad(_FusedOptimizer):
         if not 0.0 <= weight_decay:
             raise ValueError(f"Invalid weight_decay value: {weight_decay}")
         if not 0.0 <= initial_accumulator_value:
-            raise ValueError(f"Invalid initial_accumulator_value value: {initial_accumulator_value}")
+            raise ValueError(
+                f"Invalid initial_accumulator_value value: {initial_accumulator_value}")
         if not 0.0 <= eps:
             raise ValueError(f"Invalid epsilon value: {eps}")
         defaults = {"lr": lr, "lr_decay": lr_decay, "eps": eps, "weight_decay": weight_decay,
