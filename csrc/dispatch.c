@@ -42,6 +42,15 @@ static const size_t nscals[ADAPTOPT_N_ALGOS] = {
     ADAPTOPT_ADAM_NSCAL, ADAPTOPT_ADAGRAD_NSCAL, ADAPTOPT_RMSPROP_NSCAL,
     ADAPTOPT_SGD_NSCAL, 0};
 
+/* The serial/parallel threshold, in elements of a batch.  Measured on the
+ * 2-core AVX2 test machine (kernel alone, float32 Adam, best of 7x2000):
+ *     elements  1 thread  2 threads
+ *        4096    2.9 us    6.0 us
+ *       16384   11.1 us   20.1 us
+ *       32768   18.7 us   13.1 us
+ *       65536   36.8 us   19.5 us
+ * Below ~32K elements the fork/join of a parallel region costs more than it
+ * saves; from 32K on, 2 threads win. */
 #ifndef ADAPTOPT_DEFAULT_THRESHOLD
 #define ADAPTOPT_DEFAULT_THRESHOLD 32768
 #endif
