@@ -86,6 +86,9 @@ def test_step_records(result):
         assert r["bytes_per_element"] == benchmark.ALGOS[r["algo"]].bytes_per_element(itemsize)
         _positive_finite(r, "pct_roofline")
         _positive_finite(r, "roofline_gbps")
+        if r["n_arrays"] == 1:  # the machine section measures single arrays only
+            _positive_finite(r, "pct_machine_roofline")
+            _positive_finite(r, "machine_roofline_gbps")
         if r["impl"] == "adaptopt":
             assert r["adaptopt_speedup"] is None
             assert {"numpy", "roofline"} <= set(r["speedup_vs"])
@@ -109,6 +112,7 @@ def test_machine_and_construct_records(result):
     assert copies and all(r["threads"] == 1 for r in copies)
     assert {r["threads"] for r in roofs} == {1, 2}
     assert {r["pattern"] for r in roofs} >= {"r4w3", "r5w4", "r3w2"}
+    assert {r["placement"] for r in roofs} == {"separate", "staggered"}
     cons = [r for r in recs if r["kind"] == "construct"]
     assert {r["impl"] for r in cons} >= {"adaptopt", "numpy"}
 
