@@ -575,9 +575,10 @@ def _mem_available():
     return None
 
 
-# arrays an implementation holds beyond the shared p and g (state + temporaries), per array
-_EXTRA = {"adaptopt": 0, "deepspeed": 0, "torch-fused": 0, "torch-single": 3,
-          "torch-foreach": 4, "numpy": 4, "roofline": 1}
+# temporaries (in arrays the size of p) an implementation allocates during a step;
+# only one implementation steps at a time, so only the largest counts
+_TEMPORARIES = {"adaptopt": 0, "kernel": 0, "deepspeed": 0, "torch-fused": 0,
+                "torch-single": 3, "torch-foreach": 4, "numpy": 4, "roofline": 0}
 
 
 def _openmp_runtimes():
@@ -602,16 +603,12 @@ def _meta(args, impl_status):
                                       if ln.startswith("model name")), None)
     except OSError:
         pass
-    try:
-        import torch
-        meta["torch"] = torch.__version__
-    except Exception:
-        pass
-    try:
-        import deepspeed
-        meta["deepspeed"] = deepspeed.__version__
-    except Exception:
-        pass
+    from importlib import metadata
+    for dist in ("torch", "deepspeed"):  # without importing them (DeepSpeed is slow and loud)
+        try:
+            meta[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
     return meta
 
 
@@ -669,7 +666,10 @@ class Bench:
         if avail is None:
             return names
         per = n_total * itemsize
-        need = lambda ns: per * (2 + sum(algo.writes - 1 + _EXTRA.get(x, 2) for x in ns))
+        # shared p and g, each implementation's state (the roofline: its own read-write
+        # buffers), and the largest temporaries of one step
+        need = lambda ns: per * (2 + sum(algo.writes - (x != "roofline") for x in ns)
+                                 + max((_TEMPORARIES.get(x, 2) for x in ns), default=0))
         names = list(names)
         for drop in ("numpy", "torch-foreach", "torch-single", "torch-fused"):
             if need(names) <= 0.8 * avail:
