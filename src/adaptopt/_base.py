@@ -116,6 +116,30 @@ class ParamGroup(dict):
         return (ParamGroup, (dict(self),))
 
 
+STAGGER_MIN_BYTES = 32 << 20
+STAGGER_BYTES = (256 << 10) + 192
+
+
+def staggered_copy(buf, k):
+    """buf, or for a large buffer a copy placed k * STAGGER_BYTES into its
+    allocation.
+
+    Large arrays allocated one after another start at the same offset in a
+    page, at power-of-two distances, and streaming them together loses
+    bandwidth to cache-set and DRAM-bank conflicts (measured on the 2-core
+    test machine: Adam at 16M float32 elements, 2 threads, 5-10 % faster
+    with the state staggered, in 6 of 9 interleaved rounds; the roofline
+    kernel over separately allocated 32M arrays lost up to 2.7x).  Costs at
+    most 3 * 256 KiB on buffers of at least 32 MiB."""
+    if k <= 0 or buf.nbytes < STAGGER_MIN_BYTES:
+        return buf
+    off = k * STAGGER_BYTES // buf.itemsize
+    raw = np.empty(buf.size + off, dtype=buf.dtype)
+    out = raw[off:].reshape(buf.shape)
+    out[...] = buf
+    return out
+
+
 def _span(a):
     start = a.__array_interface__["data"][0]
     return start, start + a.nbytes
@@ -314,7 +338,8 @@ class Optimizer:
         p = self._params[i]
         for name in self._buffers(hyper):
             if name not in st:
-                st[name] = self._init_buffer(name, p, hyper)
+                buf = self._init_buffer(name, p, hyper)
+                st[name] = staggered_copy(buf, 1 + sum(isinstance(v, np.ndarray) for v in st.values()))
                 self._changed()
 
     def _buffers(self, hyper):
