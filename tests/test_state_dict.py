@@ -214,3 +214,21 @@ def test_sigkill_during_save_leaves_previous_checkpoint_intact(tmp_path):
         ref.step([np.ones(4, np.float32)])
     assert (st["exp_avg"] == ref.state[0]["exp_avg"][0]).all()
     assert (st["exp_avg_sq"] == ref.state[0]["exp_avg_sq"][0]).all()
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("how", ["pickle", "deepcopy"])
+def test_pickle_and_deepcopy_continue_bitwise(name, how):
+    import pickle
+    params, opt = make(name)
+    gs = grads_for(params, 5, 6)
+    for g in gs[:3]:
+        opt.step(g)
+    clone = pickle.loads(pickle.dumps(opt)) if how == "pickle" else copy.deepcopy(opt)
+    for g in gs[3:]:
+        opt.step(g)
+        clone.step(g)
+    for a, b in zip(clone._params, params):
+        assert a is not b
+        assert_bitwise(a, b, name)
+    assert_same_state(clone, opt)

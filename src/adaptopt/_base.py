@@ -170,6 +170,20 @@ class Optimizer:
         for group in groups:
             self.add_param_group(group)
 
+    def __getstate__(self):
+        """Pickle and deepcopy: everything but the lock and the caches."""
+        with self._lock:
+            state = dict(self.__dict__)
+        for k in ("_lock", "_hyper_cache", "_spans", "_tables", "_plan", "_span_arrays"):
+            state.pop(k, None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.RLock()
+        self._hyper_cache = {}
+        self._changed()
+
     def __repr__(self):
         lines = [f"{type(self).__name__} ("]
         for i, g in enumerate(self.param_groups):
