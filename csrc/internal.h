@@ -17,8 +17,10 @@ extern const adaptopt_table adaptopt_table_scalar;
 extern const adaptopt_table adaptopt_table_avx2;
 extern const adaptopt_table adaptopt_table_avx512;
 
-/* Internal flag: the lerp weight is >= 0.5 (torch.lerp's second form). */
+/* Internal flags: the lerp weight is >= 0.5 (torch.lerp's second form);
+ * Adam's sqrt(1 - beta2^t) is exactly 1 in the array's type. */
 #define ADAPTOPT_LERP_HI 16
+#define ADAPTOPT_BC2_ONE 32
 
 #define ADAPTOPT_CAT_(a, b) a##b
 #define ADAPTOPT_CAT(a, b) ADAPTOPT_CAT_(a, b)

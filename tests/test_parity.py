@@ -5,6 +5,7 @@ widths (8/16 float32, 4/8 float64) and the OpenMP threshold, 1 and 2
 threads, every SIMD path this machine runs; 20 steps from the same start.
 """
 import functools
+import math
 
 import numpy as np
 import pytest
@@ -132,3 +133,31 @@ def test_random_hyperparameters(name, b1, b2, lr, eps, wd, flag1, flag2, maximiz
     p, fast = go(getattr(adaptopt, name))
     assert_bitwise(p[0], p_ref[0], f"{name} {kw}")
     assert_same_state(fast, ref)
+
+
+@pytest.mark.parametrize("amsgrad", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_adam_late_steps_bias_correction_one(dtype, amsgrad, isa):
+    """Past ~17K (float32) / ~37K (float64) steps sqrt(1 - beta2^t) rounds
+    to 1 and the kernel skips that division; steps on both sides of that
+    point stay bitwise equal to the reference."""
+    rng = np.random.default_rng(7)
+    n = 1037
+    p0 = rng.standard_normal(n).astype(dtype)
+    st = {"exp_avg": (rng.standard_normal(n) * 0.1).astype(dtype),
+          "exp_avg_sq": rng.random(n).astype(dtype)}
+    if amsgrad:
+        st["max_exp_avg_sq"] = st["exp_avg_sq"] + rng.random(n).astype(dtype)
+    one = np.dtype(dtype).type(1)
+    for step in (100, 20_000, 40_000, 10**6):
+        bc2s = math.sqrt(1 - 0.999 ** (step + 1))
+        results = []
+        for mod in (reference, adaptopt):
+            p = p0.copy()
+            opt = mod.Adam([p], amsgrad=amsgrad)
+            opt.load_state_dict({"state": {0: {"step": step, **{k: v.copy() for k, v in st.items()}}},
+                                 "param_groups": opt.state_dict()["param_groups"]})
+            opt.step([make_grad(np.random.default_rng(step), (n,), dtype)])
+            results.append((p, opt))
+        assert_bitwise(results[1][0], results[0][0], f"step {step}, bc2s==1: {dtype(bc2s) == one}")
+        assert_same_state(results[1][1], results[0][1])
