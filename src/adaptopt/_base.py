@@ -174,7 +174,7 @@ class Optimizer:
         """Pickle and deepcopy: everything but the lock and the caches."""
         with self._lock:
             state = dict(self.__dict__)
-        for k in ("_lock", "_hyper_cache", "_spans", "_tables", "_plan", "_span_arrays"):
+        for k in ("_lock", "_hyper_cache", "_spans", "_tables", "_plan"):
             state.pop(k, None)
         return state
 
@@ -238,14 +238,18 @@ class Optimizer:
         self._spans = None
 
     def _owned_spans(self):
-        """Sorted memory spans of every param and state buffer (cached)."""
+        """Memory spans of every param and state buffer, sorted (cached):
+        (starts, spans) for bisect, and the same starts and ends as uint64
+        arrays for _kernels.gather."""
         if self._spans is None:
             spans = [_span(p) + (f"params[{i}]",) for i, p in enumerate(self._params) if p.size]
             for i, st in self.state.items():
                 spans += [_span(b) + (f"state[{i}][{k!r}]",) for k, b in st.items()
                           if isinstance(b, np.ndarray) and b.size]
             spans.sort()
-            self._spans = ([s for s, _, _ in spans], spans)
+            starts = [s for s, _, _ in spans]
+            self._spans = (starts, spans, np.array(starts, dtype=np.uint64),
+                           np.array([e for _, e, _ in spans], dtype=np.uint64))
         return self._spans
 
     # --- gradients
@@ -257,7 +261,7 @@ class Optimizer:
         if len(grads) != len(params):
             raise ValueError(f"grads has {len(grads)} entries, the optimizer has "
                              f"{len(params)} parameters")
-        starts, spans = self._owned_spans()
+        starts, spans = self._owned_spans()[:2]
         for i, (p, g) in enumerate(zip(params, grads)):
             if g is None:
                 continue

@@ -178,8 +178,8 @@ class KernelImpl(Impl):
         try:
             calls = []
             for b in opt._plan:
-                flags, scal = opt._kernel_args(opt._hyper_of(b[0]), b[6])
-                calls.append((b[3], b[4], _DTYPE_CODE[np.dtype(b[5])], int(flags),
+                flags, scal = opt._kernel_args(opt._hyper_of(b.gi), b.step)
+                calls.append((b.ptr, b.offsets, _DTYPE_CODE[np.dtype(b.dtype)], int(flags),
                               np.ascontiguousarray(scal, dtype=np.float64)))
             code, nbuf = _kernels.ALGOS[opt._algo], opt._nbuf
         except Exception as e:

@@ -20,6 +20,16 @@ __all__ = ["Adam", "AdamW", "Adagrad", "RMSprop", "SGD"]
 _DTYPE_CODE = {np.dtype(np.float32): 0, np.dtype(np.float64): 1}
 
 
+class _Batch:
+    """One kernel call of the fast path: arrays idx of group gi, one dtype."""
+
+    __slots__ = ("gi", "names", "idx", "ptr", "offsets", "dtype", "step", "states")
+
+    def __init__(self, gi, names, idx, ptr, offsets, dtype, step, states):
+        self.gi, self.names, self.idx, self.ptr = gi, names, idx, ptr
+        self.offsets, self.dtype, self.step, self.states = offsets, dtype, step, states
+
+
 class _Fast:
     """Mixin over a reference class: batches arrays into one kernel call.
 
@@ -37,14 +47,12 @@ class _Fast:
     def __init__(self, *args, **kwargs):
         self._tables = {}
         self._plan = None
-        self._span_arrays = None
         super().__init__(*args, **kwargs)
 
     def _changed(self):
         super()._changed()
         self._tables = {}
         self._plan = None
-        self._span_arrays = None
 
     def _table(self, idx, names):
         """Pointer table and offsets for arrays idx with state buffers names."""
@@ -90,8 +98,8 @@ class _Fast:
 
     # --- the fast path
     def _make_plan(self):
-        """Batches [group, buffer names, idx, ptr, offsets, dtype, step, states],
-        or False when the state is not uniform enough for the fast path."""
+        """A list of _Batch, or False when the state is not uniform enough
+        for the fast path."""
         plan, base = [], 0
         for gi, group in enumerate(self.param_groups):
             names = self._kernel_buffers(self._hyper_of(gi))
@@ -106,8 +114,8 @@ class _Fast:
                 if len(steps) != 1:
                     return False
                 ptr, offsets = self._table(idx, names)
-                plan.append([gi, names, np.array(idx, dtype=np.intp), ptr, offsets, dtype,
-                             steps.pop(), [self.state[i] for i in idx]])
+                plan.append(_Batch(gi, names, np.array(idx, dtype=np.intp), ptr, offsets,
+                                   dtype, steps.pop(), [self.state[i] for i in idx]))
             base += len(group["params"])
         return plan
 
@@ -117,27 +125,23 @@ class _Fast:
             plan = self._plan = self._make_plan()
         if plan is False or type(grads) not in (list, tuple) or len(grads) != len(self._params):
             return False
-        if self._span_arrays is None:
-            starts, spans = self._owned_spans()
-            self._span_arrays = (np.array(starts, dtype=np.uint64),
-                                 np.array([e for _, e, _ in spans], dtype=np.uint64))
-        starts, ends = self._span_arrays
+        starts, ends = self._owned_spans()[2:]
         for b in plan:
-            if _kernels.gather(grads, self._params, b[2], b[3], self._nbuf, starts, ends) >= 0:
+            if _kernels.gather(grads, self._params, b.idx, b.ptr, self._nbuf, starts, ends) >= 0:
                 return False
         calls = []  # everything that can raise happens before the first kernel runs
         for b in plan:
-            hyper = self._hyper_of(b[0])
-            if self._kernel_buffers(hyper) != b[1]:
+            hyper = self._hyper_of(b.gi)
+            if self._kernel_buffers(hyper) != b.names:
                 self._plan = None
                 return False
-            calls.append(self._kernel_args(self._resolve_lr(hyper, b[6] + 1), b[6] + 1))
+            calls.append(self._kernel_args(self._resolve_lr(hyper, b.step + 1), b.step + 1))
         n_threads = resolve_threads(self.n_threads)
         for b, (flags, scal) in zip(plan, calls):
-            self._run(b[5], b[3], b[4], flags, scal, n_threads)
-            b[6] += 1
-            for st in b[7]:
-                st["step"] = b[6]
+            self._run(b.dtype, b.ptr, b.offsets, flags, scal, n_threads)
+            b.step += 1
+            for st in b.states:
+                st["step"] = b.step
         return True
 
 
