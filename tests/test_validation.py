@@ -73,6 +73,23 @@ def test_read_only_param(module):
         module.Adam([p])
 
 
+def _unaligned(n, dtype=np.float64):
+    a = np.frombuffer(bytearray(n * np.dtype(dtype).itemsize + 1), dtype=dtype, count=n, offset=1)
+    assert not a.flags.aligned
+    return a
+
+
+def test_unaligned_param_and_grad(module):
+    with pytest.raises(ValueError, match=r"params\[0\] is not aligned"):
+        module.Adam([_unaligned(5)])
+    opt = stepped(module, "Adam")
+    grads = [np.ones((3, 4), np.float32), _unaligned(5)]
+    snap = snapshot(opt, grads)
+    with pytest.raises(ValueError, match=r"grads\[1\] is not aligned"):
+        opt.step(grads)
+    assert_unchanged(opt, snap, grads)
+
+
 def test_same_array_twice_and_overlapping_views(module):
     p = np.zeros(10)
     with pytest.raises(ValueError, match=r"params\[0\] and params\[1\] share memory \(the same array twice\)"):

@@ -79,6 +79,9 @@ def check_param(name, p):
     if not p.flags.c_contiguous:
         raise ValueError(f"{name} must be C-contiguous (no silent copy is made); "
                          "use np.ascontiguousarray and pass the copy")
+    if not p.flags.aligned:
+        raise ValueError(f"{name} is not aligned to its dtype's size (e.g. a view at an odd "
+                         "byte offset); pass an aligned copy")
     if not p.flags.writeable:
         raise ValueError(f"{name} is read-only: parameters are updated in place")
     return p
@@ -274,6 +277,9 @@ class Optimizer:
                 raise ValueError(f"grads[{i}] has shape {g.shape}, params[{i}] has {p.shape}")
             if not g.flags.c_contiguous:
                 raise ValueError(f"grads[{i}] must be C-contiguous (no silent copy is made)")
+            if not g.flags.aligned:
+                raise ValueError(f"grads[{i}] is not aligned to its dtype's size; pass an "
+                                 "aligned copy")
             if g.size:
                 s, e = _span(g)
                 k = bisect.bisect_left(starts, e)  # spans starting before g ends
