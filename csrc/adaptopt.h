@@ -73,11 +73,14 @@ int adaptopt_isa_compiled(int isa);   /* 1 if built into this library */
 int adaptopt_isa_supported(int isa);  /* 1 if this CPU can run it     */
 const char *adaptopt_isa_name(int isa);
 
-/* Threads: OpenMP presence, default thread count, the serial threshold. */
+/* Threads: OpenMP presence, default thread count, and the serial/parallel
+ * threshold: a batch of algo on dtype runs in parallel from this many
+ * elements on.  set: algo and/or dtype -1 set every algorithm and/or dtype;
+ * get: 0 for an unknown algo or dtype. */
 int adaptopt_openmp(void);
 int adaptopt_max_threads(void);
-size_t adaptopt_get_threshold(void);
-void adaptopt_set_threshold(size_t n_elements);
+size_t adaptopt_get_threshold(int algo, int dtype);
+void adaptopt_set_threshold(int algo, int dtype, size_t n_elements);
 const char *adaptopt_compiler(void);
 const char *adaptopt_build_flags(void);  /* the kernels' compiler flags */
 

@@ -5,8 +5,9 @@
  * compiler's __builtin_cpu_supports, which also checks that the OS saves
  * the wide registers); adaptopt_set_isa() forces another.
  *
- * Threads: below the threshold (total elements of the batch) the update
- * runs serially, with no OpenMP region at all.  Above it, one parallel
+ * Threads: below the threshold (total elements of the batch, per algorithm
+ * and dtype) the update runs serially, with no OpenMP region at all.  From
+ * the threshold on, one parallel
  * region covers every array of the batch: the concatenated element range
  * is cut into n_threads equal parts, each cut moved forward to the next
  * 64-byte boundary of the parameter array it falls in, so no two threads
@@ -42,19 +43,36 @@ static const size_t nscals[ADAPTOPT_N_ALGOS] = {
     ADAPTOPT_ADAM_NSCAL, ADAPTOPT_ADAGRAD_NSCAL, ADAPTOPT_RMSPROP_NSCAL,
     ADAPTOPT_SGD_NSCAL, 0};
 
-/* The serial/parallel threshold, in elements of a batch.  Measured on the
- * 2-core AVX2 test machine (kernel alone, float32 Adam, best of 7x2000):
- *     elements  1 thread  2 threads
- *        4096    2.9 us    6.0 us
- *       16384   11.1 us   20.1 us
- *       32768   18.7 us   13.1 us
- *       65536   36.8 us   19.5 us
- * Below ~32K elements the fork/join of a parallel region costs more than it
- * saves; from 32K on, 2 threads win. */
-#ifndef ADAPTOPT_DEFAULT_THRESHOLD
-#define ADAPTOPT_DEFAULT_THRESHOLD 32768
-#endif
-static size_t threshold = ADAPTOPT_DEFAULT_THRESHOLD;
+/* The serial/parallel threshold, in elements of a batch, per algorithm and
+ * dtype.  A parallel region costs a few microseconds of fork/join here, so
+ * a second thread pays only once the serial step is several times longer,
+ * and that depends on the work per element (Adam's two divisions and a
+ * square root against SGD's multiply-adds; a float64 vector holds half as
+ * many elements).  Measured on the 2-core AVX2 test machine with
+ * bench/bench_threshold.py: a whole opt.step(), median of interleaved
+ * rounds, us with 1 thread / 2 threads:
+ *                    4096        8192       16384       32768       65536
+ *   adam f32    11.9/12.7   14.3/13.9   17.2/13.4   26.7/19.1   45.2/29.0
+ *   adam f64    15.3/13.8   22.9/18.6   31.0/20.0   56.6/34.6  126.6/75.4
+ *   adagrad f32  9.5/10.3   11.8/12.2   15.8/14.2   22.7/17.7   38.6/26.3
+ *   adagrad f64 14.5/13.3   19.8/16.1   30.9/23.5   51.7/33.5   93.0/56.5
+ *   rmsprop f32 10.9/11.7   13.0/12.7   16.9/15.3   24.6/19.0   39.2/27.4
+ *   rmsprop f64 14.5/13.6   20.5/16.6   31.8/22.9   53.2/34.5   93.9/57.0
+ *   sgd f32     10.2/11.4   11.5/12.0   13.4/14.0   19.1/15.9   30.9/21.6
+ *   sgd f64     11.0/11.7   13.9/13.1   19.2/16.4   28.1/21.1   48.1/31.0
+ * (the machine was slow that day: the same 4096-element Adam step takes
+ * ~5 us when it is quiet; the ratios held across runs).  Each default is
+ * the smallest power of two from which 2 threads were >= 1.1x faster at
+ * every larger size in every run.  With the other core busy a second
+ * thread costs more than it saves at any size (README: OMP_WAIT_POLICY). */
+static size_t thresholds[ADAPTOPT_N_ALGOS][ADAPTOPT_N_DTYPES] = {
+    /*              float32 float64 */
+    /* adam     */ {16384, 4096},
+    /* adagrad  */ {16384, 8192},
+    /* rmsprop  */ {16384, 8192},
+    /* sgd      */ {32768, 16384},
+    /* roofline */ {32768, 16384},
+};
 static int current_isa = -1;
 
 const char *adaptopt_isa_name(int isa)
@@ -123,8 +141,20 @@ int adaptopt_max_threads(void)
 #endif
 }
 
-size_t adaptopt_get_threshold(void) { return threshold; }
-void adaptopt_set_threshold(size_t n_elements) { threshold = n_elements; }
+size_t adaptopt_get_threshold(int algo, int dtype)
+{
+    if (algo < 0 || algo >= ADAPTOPT_N_ALGOS || dtype < 0 || dtype >= ADAPTOPT_N_DTYPES)
+        return 0;
+    return thresholds[algo][dtype];
+}
+
+void adaptopt_set_threshold(int algo, int dtype, size_t n_elements)
+{
+    for (int a = 0; a < ADAPTOPT_N_ALGOS; a++)
+        for (int d = 0; d < ADAPTOPT_N_DTYPES; d++)
+            if ((algo < 0 || algo == a) && (dtype < 0 || dtype == d))
+                thresholds[a][d] = n_elements;
+}
 
 #ifndef ADAPTOPT_BUILD_FLAGS
 #define ADAPTOPT_BUILD_FLAGS "unknown"
@@ -204,7 +234,7 @@ int adaptopt_step(int algo, int dtype, size_t n_arrays, size_t nbuf,
     }
     size_t total = offsets[n_arrays];
 #ifdef _OPENMP
-    if (n_threads > 1 && total >= threshold && total > 1) {
+    if (n_threads > 1 && total >= thresholds[algo][dtype] && total > 1) {
         size_t esize = dtype == ADAPTOPT_FLOAT32 ? sizeof(float) : sizeof(double);
 #pragma omp parallel num_threads(n_threads)
         {

@@ -62,7 +62,9 @@ def isa(request):
 
 @pytest.fixture
 def threshold():
-    """Set the serial/parallel threshold for one test, restoring it after."""
-    before = _kernels.get_threshold()
+    """Set the serial/parallel thresholds for one test, restoring them after."""
+    keys = [(a, d) for a in _kernels.ALGOS.values() for d in (0, 1)]
+    before = {k: _kernels.get_threshold(*k) for k in keys}
     yield _kernels.set_threshold
-    _kernels.set_threshold(before)
+    for (a, d), n in before.items():
+        _kernels.set_threshold(n, a, d)

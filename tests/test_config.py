@@ -27,6 +27,24 @@ def test_show_config_dicts_and_stdout(capsys):
         adaptopt.show_config(mode="json")
 
 
+def test_parallel_thresholds_per_algorithm_and_dtype(threshold):
+    table = adaptopt.show_config(mode="dicts")["parallel_threshold"]
+    assert set(table) == {"adam", "adagrad", "rmsprop", "sgd"}
+    for algo, per_dtype in table.items():
+        assert set(per_dtype) == {"float32", "float64"}
+        # float64 holds half the elements per vector: it never needs more of them
+        assert 1 < per_dtype["float64"] <= per_dtype["float32"]
+    adam, sgd = _kernels.ALGOS["adam"], _kernels.ALGOS["sgd"]
+    threshold(123, adam, 1)  # one entry only
+    assert _kernels.get_threshold(adam, 1) == 123
+    assert _kernels.get_threshold(adam, 0) == table["adam"]["float32"]
+    assert _kernels.get_threshold(sgd, 1) == table["sgd"]["float64"]
+    threshold(7, -1, 0)  # every algorithm, float32
+    assert [_kernels.get_threshold(a, d) for a in (adam, sgd) for d in (0, 1)] == [
+        7, 123, 7, table["sgd"]["float64"]]
+    assert _kernels.get_threshold(99, 0) == 0 and _kernels.get_threshold(adam, 5) == 0
+
+
 def test_num_threads_resolution():
     default = adaptopt.get_num_threads()
     try:

@@ -92,6 +92,7 @@ _FLAG_KEYS = ("flags", "c_flags", "cflags", "compile_flags", "compiler_flags")
 
 def cmd_info(args):
     import adaptopt
+    from adaptopt._config import format_thresholds
     cfg = adaptopt.show_config(mode="dicts")
     if args.json:
         print(json.dumps(cfg, indent=2, default=str))
@@ -110,7 +111,8 @@ def cmd_info(args):
         ("flags", flags or "not recorded by this build"),
         ("OpenMP", "yes" if cfg.get("openmp") else "no (single-threaded build)"),
         ("threads", f"{cfg.get('num_threads')}" + (
-            f" (parallel from {cfg['parallel_threshold']} elements)"
+            f" (parallel from: {format_thresholds(cfg['parallel_threshold'])};"
+            " float32/float64 elements)"
             if "parallel_threshold" in cfg else "")),
         ("SIMD in use", cfg.get("isa")),
         ("SIMD available", names("isa_available") + (

@@ -108,6 +108,18 @@ def openmp_runtimes():
     return sorted(n for n in names if n.startswith("/") and ".so" in n)
 
 
+def parallel_thresholds():
+    """{algorithm: {dtype: elements}}: a batch runs on several threads from this size on."""
+    return {algo: {dt: _kernels.get_threshold(code, d)
+                   for d, dt in enumerate(("float32", "float64"))}
+            for algo, code in _kernels.ALGOS.items() if algo != "roofline"}
+
+
+def format_thresholds(table):
+    """'adam 8192/2048, ...': float32/float64 elements per algorithm."""
+    return ", ".join(f"{a} {'/'.join(map(str, d.values()))}" for a, d in table.items())
+
+
 def show_config(mode="stdout"):
     """Print (mode='stdout') or return (mode='dicts') how adaptopt was built and runs."""
     from . import __version__
@@ -120,7 +132,7 @@ def show_config(mode="stdout"):
         "flags": _kernels.build_flags(),
         "openmp": _kernels.openmp(),
         "num_threads": get_num_threads(),
-        "parallel_threshold": _kernels.get_threshold(),
+        "parallel_threshold": parallel_thresholds(),
         "openmp_runtime": openmp_runtimes(),
         "isa": get_isa(),
         "isa_available": available_isas(),
@@ -132,4 +144,6 @@ def show_config(mode="stdout"):
         raise ValueError(f"mode must be 'stdout' or 'dicts', got {mode!r}")
     width = max(map(len, info))
     for k, v in info.items():
+        if k == "parallel_threshold":
+            v = format_thresholds(v) + " (float32/float64 elements)"
         print(f"{k:<{width}} : {', '.join(v) if isinstance(v, list) else v}")

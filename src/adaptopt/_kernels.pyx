@@ -19,8 +19,8 @@ cdef extern from "adaptopt.h" nogil:
     const char *adaptopt_isa_name(int isa)
     int adaptopt_openmp()
     int adaptopt_max_threads()
-    size_t adaptopt_get_threshold()
-    void adaptopt_set_threshold(size_t n)
+    size_t adaptopt_get_threshold(int algo, int dtype)
+    void adaptopt_set_threshold(int algo, int dtype, size_t n)
     const char *adaptopt_compiler()
     const char *adaptopt_build_flags()
     enum:
@@ -140,11 +140,11 @@ def openmp():
 def max_threads():
     return adaptopt_max_threads()
 
-def get_threshold():
-    return adaptopt_get_threshold()
+def get_threshold(int algo, int dtype):
+    return adaptopt_get_threshold(algo, dtype)
 
-def set_threshold(size_t n):
-    adaptopt_set_threshold(n)
+def set_threshold(size_t n, int algo=-1, int dtype=-1):
+    adaptopt_set_threshold(algo, dtype, n)
 
 def compiler():
     return adaptopt_compiler().decode()
