@@ -50,7 +50,7 @@ enum adaptopt_isa { ADAPTOPT_ISA_SCALAR, ADAPTOPT_ISA_AVX2, ADAPTOPT_ISA_AVX512,
 #define ADAPTOPT_N_FLAGS     32  /* flags < ADAPTOPT_N_FLAGS                      */
 
 /* Number of per-step scalars each algorithm takes (see the kernel files). */
-#define ADAPTOPT_ADAM_NSCAL     7  /* 1-b1, b2, 1-b2, wd|1-lr*wd, sqrt(1-b2^t), eps, -lr/(1-b1^t) */
+#define ADAPTOPT_ADAM_NSCAL     7  /* 1-b1, b2, 1-b2, wd|1-lr*wd, eps, sqrt(1-b2^t), -lr/(1-b1^t) */
 #define ADAPTOPT_ADAGRAD_NSCAL  3  /* wd, eps, -lr/(1+(t-1)*lr_decay) */
 #define ADAPTOPT_RMSPROP_NSCAL  6  /* alpha, 1-alpha, eps, wd, momentum, -lr */
 #define ADAPTOPT_SGD_NSCAL      4  /* wd, momentum, 1-dampening, -lr */

@@ -44,6 +44,36 @@ def test_groups_fall_back_to_defaults_and_match_reference(name, rng):
     assert_same_state(fast, ref)
 
 
+CHANGES = {  # step -> hyperparameters set on group 0 before it
+    "Adam": {3: {"betas": (0.5, 0.9), "eps": 1e-3}, 5: {"weight_decay": 0.2, "amsgrad": True},
+             7: {"lr": schedules.exponential(0.02, gamma=0.9)}, 9: {"lr": 0.003}},
+    "Adagrad": {3: {"lr_decay": 0.1}, 5: {"eps": 1e-3, "weight_decay": 0.2},
+                7: {"lr": schedules.exponential(0.02, gamma=0.9)}, 9: {"lr_decay": 0.0}},
+    "RMSprop": {3: {"alpha": 0.5}, 5: {"eps": 1e-3, "weight_decay": 0.2},
+                7: {"lr": schedules.exponential(0.02, gamma=0.9)}, 9: {"lr": 0.003}},
+    "SGD": {3: {"momentum": 0.5, "dampening": 0.25}, 5: {"nesterov": True, "dampening": 0.0},
+            7: {"lr": schedules.exponential(0.02, gamma=0.9)}, 9: {"maximize": True}},
+}
+CHANGES["AdamW"] = CHANGES["Adam"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_hyperparameter_change_reaches_the_kernel(name, rng):
+    """The fast path caches the kernel's step-independent scalars per group:
+    any change (and a schedule put in or taken out) must reach the kernel."""
+    p_f, fast = two_groups(adaptopt, name, np.random.default_rng(2))
+    p_r, ref = two_groups(reference, name, np.random.default_rng(2))
+    for t in range(12):
+        grads = [make_grad(rng, p.shape, p.dtype) for p in p_f]
+        for o in (fast, ref):
+            o.param_groups[0].update(CHANGES[name].get(t, {}))
+        fast.step(grads)
+        ref.step(grads)
+        for a, b in zip(p_f, p_r):
+            assert_bitwise(a, b, f"{name} after step {t + 1}")
+    assert_same_state(fast, ref)
+
+
 def test_hyperparameter_change_takes_effect_on_next_step():
     p = np.zeros(3)
     opt = adaptopt.SGD([p], lr=1.0)

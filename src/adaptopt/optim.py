@@ -21,13 +21,19 @@ _DTYPE_CODE = {np.dtype(np.float32): 0, np.dtype(np.float64): 1}
 
 
 class _Batch:
-    """One kernel call of the fast path: arrays idx of group gi, one dtype."""
+    """One kernel call of the fast path: arrays idx of group gi, one dtype.
 
-    __slots__ = ("gi", "names", "idx", "ptr", "offsets", "dtype", "step", "states")
+    fixed is _kernel_fixed(hyper) for the group's checked hyperparameters
+    hyper (None under an lr schedule); flags and scal, the next call's."""
+
+    __slots__ = ("gi", "names", "idx", "ptr", "offsets", "dtype", "code", "step", "states",
+                 "hyper", "fixed", "flags", "scal")
 
     def __init__(self, gi, names, idx, ptr, offsets, dtype, step, states):
         self.gi, self.names, self.idx, self.ptr = gi, names, idx, ptr
         self.offsets, self.dtype, self.step, self.states = offsets, dtype, step, states
+        self.code = _DTYPE_CODE[dtype]
+        self.hyper = self.fixed = self.flags = self.scal = None
 
 
 class _Fast:
@@ -123,26 +129,52 @@ class _Fast:
         plan = self._plan
         if plan is None:
             plan = self._plan = self._make_plan()
-        if plan is False or type(grads) not in (list, tuple) or len(grads) != len(self._params):
+        if not plan or type(grads) not in (list, tuple) or len(grads) != len(self._params):
             return False
-        starts, ends = self._owned_spans()[2:]
-        for b in plan:
-            if _kernels.gather(grads, self._params, b.idx, b.ptr, self._nbuf, starts, ends) >= 0:
+        starts, ends = (self._spans or self._owned_spans())[2:]
+        gather, params, nbuf = _kernels.gather, self._params, self._nbuf
+        for b in plan:  # everything that can raise happens before the first kernel runs
+            if gather(grads, params, b.idx, b.ptr, nbuf, starts, ends) >= 0:
                 return False
-        calls = []  # everything that can raise happens before the first kernel runs
-        for b in plan:
             hyper = self._hyper_of(b.gi)
-            if self._kernel_buffers(hyper) != b.names:
-                self._plan = None
-                return False
-            calls.append(self._kernel_args(self._resolve_lr(hyper, b.step + 1), b.step + 1))
-        n_threads = resolve_threads(self.n_threads)
-        for b, (flags, scal) in zip(plan, calls):
-            self._run(b.dtype, b.ptr, b.offsets, flags, scal, n_threads)
-            b.step += 1
+            if hyper is not b.hyper:
+                if self._kernel_buffers(hyper) != b.names:
+                    self._plan = None
+                    return False
+                b.hyper = hyper
+                b.fixed = None if callable(hyper["lr"]) else self._kernel_fixed(hyper)
+            if b.fixed is None:  # an lr schedule
+                b.flags, b.scal = self._kernel_args(self._resolve_lr(hyper, b.step + 1), b.step + 1)
+            else:
+                b.flags, b.scal = b.fixed
+                b.scal += self._kernel_step(hyper, b.step + 1)
+        algo, n_threads = _kernels.ALGOS[self._algo], resolve_threads(self.n_threads)
+        for b in plan:
+            rc = _kernels.step(algo, b.code, b.ptr, nbuf, b.offsets, b.scal, b.flags, n_threads)
+            if rc != _kernels.OK:
+                raise RuntimeError(f"adaptopt kernel {self._algo} failed with code {rc}")
+            b.step = step = b.step + 1
             for st in b.states:
-                st["step"] = b.step
+                st["step"] = step
         return True
+
+    # --- the kernel's flags and scalars, computed in double the way the
+    # reference computes them; those that change every step come last
+    @classmethod
+    def _kernel_args(cls, hyper, step):
+        """(flags, scalars) of a step to `step` under hyper (lr resolved)."""
+        flags, fixed = cls._kernel_fixed(hyper)
+        return flags, fixed + cls._kernel_step(hyper, step)
+
+    @classmethod
+    def _kernel_fixed(cls, hyper):
+        """(flags, the scalars that do not depend on the step)."""
+        raise NotImplementedError
+
+    @staticmethod
+    def _kernel_step(hyper, step):
+        """The scalars that do: appended to _kernel_fixed's."""
+        return ()
 
 
 MAXIMIZE, L2, DECOUPLED, AMSGRAD = _kernels.MAXIMIZE, _kernels.L2, _kernels.DECOUPLED, _kernels.AMSGRAD
@@ -156,12 +188,17 @@ class Adam(_Fast, reference.Adam):
     def _kernel_buffers(self, hyper):
         return ("exp_avg", "exp_avg_sq", "max_exp_avg_sq" if hyper["amsgrad"] else None)
 
-    def _kernel_args(self, hyper, step):
-        lr, (b1, b2), eps, wd = hyper["lr"], hyper["betas"], hyper["eps"], hyper["weight_decay"]
+    @classmethod
+    def _kernel_fixed(cls, hyper):
+        lr, (b1, b2), wd = hyper["lr"], hyper["betas"], hyper["weight_decay"]
         flags = ((MAXIMIZE if hyper["maximize"] else 0) | (AMSGRAD if hyper["amsgrad"] else 0)
-                 | (0 if wd == 0 else DECOUPLED if self._decoupled else L2))
-        return flags, (1 - b1, b2, 1 - b2, 1 - lr * wd if self._decoupled else wd,
-                       math.sqrt(1 - b2 ** step), eps, -(lr / (1 - b1 ** step)))
+                 | (0 if wd == 0 else DECOUPLED if cls._decoupled else L2))
+        return flags, (1 - b1, b2, 1 - b2, 1 - lr * wd if cls._decoupled else wd, hyper["eps"])
+
+    @staticmethod
+    def _kernel_step(hyper, step):
+        (b1, b2) = hyper["betas"]
+        return math.sqrt(1 - b2 ** step), -(hyper["lr"] / (1 - b1 ** step))
 
 
 class AdamW(Adam, reference.AdamW):
@@ -175,10 +212,14 @@ class Adagrad(_Fast, reference.Adagrad):
     def _kernel_buffers(self, hyper):
         return ("sum",)
 
-    def _kernel_args(self, hyper, step):
-        lr, wd = hyper["lr"], hyper["weight_decay"]
-        flags = (MAXIMIZE if hyper["maximize"] else 0) | (L2 if wd != 0 else 0)
-        return flags, (wd, hyper["eps"], -(lr / (1 + (step - 1) * hyper["lr_decay"])))
+    @classmethod
+    def _kernel_fixed(cls, hyper):
+        wd = hyper["weight_decay"]
+        return (MAXIMIZE if hyper["maximize"] else 0) | (L2 if wd != 0 else 0), (wd, hyper["eps"])
+
+    @staticmethod
+    def _kernel_step(hyper, step):
+        return (-(hyper["lr"] / (1 + (step - 1) * hyper["lr_decay"])),)
 
 
 class RMSprop(_Fast, reference.RMSprop):
@@ -189,7 +230,8 @@ class RMSprop(_Fast, reference.RMSprop):
         return ("square_avg", "momentum_buffer" if hyper["momentum"] > 0 else None,
                 "grad_avg" if hyper["centered"] else None)
 
-    def _kernel_args(self, hyper, step):
+    @classmethod
+    def _kernel_fixed(cls, hyper):
         alpha, wd, mom = hyper["alpha"], hyper["weight_decay"], hyper["momentum"]
         flags = ((MAXIMIZE if hyper["maximize"] else 0) | (L2 if wd != 0 else 0)
                  | (CENTERED if hyper["centered"] else 0) | (MOMENTUM if mom > 0 else 0))
@@ -226,7 +268,8 @@ class SGD(_Fast, reference.SGD):
     def _kernel_buffers(self, hyper):
         return ("momentum_buffer" if hyper["momentum"] != 0 else None,)
 
-    def _kernel_args(self, hyper, step):
+    @classmethod
+    def _kernel_fixed(cls, hyper):
         wd, mom = hyper["weight_decay"], hyper["momentum"]
         flags = ((MAXIMIZE if hyper["maximize"] else 0) | (L2 if wd != 0 else 0)
                  | (MOMENTUM if mom != 0 else 0) | (NESTEROV if hyper["nesterov"] else 0))

@@ -41,7 +41,6 @@ except ImportError as e:  # not installed, or blocked (sys.modules["torch"] = No
 
 import bisect
 import numbers
-import types
 
 import numpy as np
 from torch.optim import Optimizer
@@ -642,9 +641,7 @@ class Adam(_FusedOptimizer):
         return ("exp_avg", "exp_avg_sq", "max_exp_avg_sq" if hyper["amsgrad"] else None)
 
     def _kernel_args(self, hyper, step):
-        # adaptopt.optim.Adam computes the scalars; it reads _decoupled from self
-        adapter = types.SimpleNamespace(_decoupled=hyper["decoupled"])
-        return optim.Adam._kernel_args(adapter, hyper, step)
+        return (optim.AdamW if hyper["decoupled"] else optim.Adam)._kernel_args(hyper, step)
 
 
 class AdamW(Adam):
@@ -723,7 +720,7 @@ class Adagrad(_FusedOptimizer):
         return ("sum",)
 
     def _kernel_args(self, hyper, step):
-        return optim.Adagrad._kernel_args(self, hyper, step)
+        return optim.Adagrad._kernel_args(hyper, step)
 
 
 class RMSprop(_FusedOptimizer):
@@ -767,7 +764,7 @@ class RMSprop(_FusedOptimizer):
                 "grad_avg" if hyper["centered"] else None)
 
     def _kernel_args(self, hyper, step):
-        return optim.RMSprop._kernel_args(self, hyper, step)
+        return optim.RMSprop._kernel_args(hyper, step)
 
 
 class SGD(_FusedOptimizer):
@@ -814,7 +811,7 @@ class SGD(_FusedOptimizer):
         return torch.empty_like(p, memory_format=torch.preserve_format)  # FIRST writes it
 
     def _kernel_args(self, hyper, step):
-        return optim.SGD._kernel_args(self, hyper, step)
+        return optim.SGD._kernel_args(hyper, step)
 
 
 for _cls in (Adam, AdamW, Adagrad, RMSprop, SGD):
