@@ -113,6 +113,13 @@ def gather(grads, list params, cnp.ndarray idx, cnp.ndarray ptr, Py_ssize_t stri
     return -1
 
 
+def assign(list dicts, key, value):
+    """d[key] = value for each dict d in dicts."""
+    cdef dict d
+    for d in dicts:
+        d[key] = value
+
+
 def fill_pointers(list arrays, uint64_t[::1] out, Py_ssize_t start, Py_ssize_t stride):
     """out[start + k*stride] = data address of arrays[k] (0 for None)."""
     cdef Py_ssize_t k

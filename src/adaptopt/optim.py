@@ -153,9 +153,8 @@ class _Fast:
             rc = _kernels.step(algo, b.code, b.ptr, nbuf, b.offsets, b.scal, b.flags, n_threads)
             if rc != _kernels.OK:
                 raise RuntimeError(f"adaptopt kernel {self._algo} failed with code {rc}")
-            b.step = step = b.step + 1
-            for st in b.states:
-                st["step"] = step
+            b.step += 1
+            _kernels.assign(b.states, "step", b.step)
         return True
 
     # --- the kernel's flags and scalars, computed in double the way the
