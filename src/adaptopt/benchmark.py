@@ -910,6 +910,9 @@ def _sel_in_cache(r):
     return r["n_arrays"] == 1 and 64 * K <= r["n_elements"] <= M
 
 
+# The issue states its targets at 2 threads (all the CPUs of its test machine):
+# they are evaluated at the largest thread count measured, except where the
+# description names the thread count.
 TARGETS = [
     ("beyond cache (>=16M): >= 90% of roofline", _sel_beyond, "pct_roofline", 90),
     ("beyond cache: >= 0.97x DeepSpeed", _sel_beyond, "deepspeed", 0.97),
@@ -920,6 +923,10 @@ TARGETS = [
     ("in cache: >= 1.3x torch fused", _sel_in_cache, "torch-fused", 1.3),
     ("4K whole step <= 3 us (1 thread)",
      lambda r: r["n_arrays"] == 1 and r["size"] == 4 * K and r["threads"] == 1, "step_us", -3),
+    ("4K whole step: >= 4x DeepSpeed", lambda r: r["n_arrays"] == 1 and r["size"] == 4 * K,
+     "deepspeed", 4),
+    ("4K whole step: >= 8x torch fused", lambda r: r["n_arrays"] == 1 and r["size"] == 4 * K,
+     "torch-fused", 8),
     ("1000x1024 arrays: >= 8x torch fused", lambda r: r["n_arrays"] >= 1000, "torch-fused", 8),
     ("1000x1024 arrays: >= 8x DeepSpeed", lambda r: r["n_arrays"] >= 1000, "deepspeed", 8),
     ("RMSprop >= 4x torch foreach at >= 64K",
@@ -938,10 +945,14 @@ def evaluate_targets(records):
     while other processes used < QUIET CPUs (see CpuLoad)."""
     mine = [r for r in records if r["kind"] == "step" and r["impl"] == "adaptopt"]
     one = {(r["algo"], r["dtype"], r["size_label"]): r for r in mine if r["threads"] == 1}
+    top = max((r["threads"] for r in mine), default=1)
     rows = []
     for desc, sel, what, thr in TARGETS:
         vals = []
+        named = "thread" in desc  # the description fixes the thread count
         for r in filter(sel, mine):
+            if not named and r["threads"] != top:
+                continue
             case = f"{r['algo']} {r['dtype']} {r['size_label']} t{r['threads']}"
             busy = [r.get("other_cpus")]
             if what == "threads":
@@ -971,8 +982,9 @@ def print_targets(records, out=print):
     rows = evaluate_targets(records)
     if not rows:
         return
-    out(f"\nTargets (adaptopt; met / cases measured; the worst case; met / cases measured while "
-        f"other processes used < {QUIET} CPU)")
+    top = max((r["threads"] for r in records if r["kind"] == "step"), default=1)
+    out(f"\nTargets at {top} thread(s) unless stated (adaptopt; met / cases measured; the worst "
+        f"case; met / cases measured while other processes used < {QUIET} CPU)")
     for desc, met, total, worst, case, qmet, qtotal in rows:
         status = "MET   " if met == total else "MISSED"
         out(f"  {status} {desc:<42} {met:>3}/{total:<3} worst {worst:8.2f}  ({case})"
