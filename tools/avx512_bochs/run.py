@@ -15,7 +15,8 @@ them (read from it), plus flags any freestanding program needs.
     python tools/avx512_bochs/run.py --fma    # control: FMA contraction allowed
                                               # in the avx512 kernels; must FAIL
 
-Needs gcc, ld and objcopy, and Debian's bochs, bochsbios, vgabios, isolinux,
+Needs gcc, ld and objcopy, and Debian's bochs, bochs-term (or another GUI
+package bochs depends on), bochsbios, vgabios, isolinux,
 syslinux-common and genisoimage.  About a minute.
 """
 import argparse
