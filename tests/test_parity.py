@@ -39,13 +39,12 @@ CASES = [
 CASE_IDS = [f"{name}-{'-'.join(f'{k}={v}' for k, v in kw.items()) or 'default'}"
             for name, kw in CASES]
 SIZES = [0, 1, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33, 1000003]
-ALGO_OF = {"Adam": "adam", "AdamW": "adam", "Adagrad": "adagrad", "RMSprop": "rmsprop",
-           "SGD": "sgd"}
 
 
 def sizes(name, dtype):
     """SIZES and the algorithm's serial/parallel threshold (per dtype) +-1."""
-    t = _kernels.get_threshold(_kernels.ALGOS[ALGO_OF[name]], 0 if dtype == np.float32 else 1)
+    algo = _kernels.ALGOS[getattr(adaptopt, name)._algo]
+    t = _kernels.get_threshold(algo, 0 if dtype == np.float32 else 1)
     assert t > 1
     return sorted({*SIZES, t - 1, t, t + 1})
 STEPS = 20

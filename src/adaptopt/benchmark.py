@@ -109,7 +109,6 @@ ALGOS = {a.name: a for a in [
 
 PATTERN_NAMES = {f: f"r{f + 2}w{f + 1}" for f in range(4)}  # roofline flags -> "r4w3"
 DTYPES = {"float32": np.float32, "float64": np.float64, "f32": np.float32, "f64": np.float64}
-_DTYPE_CODE = {np.dtype(np.float32): 0, np.dtype(np.float64): 1}
 
 
 # --------------------------------------------------------------------------- implementations
@@ -179,7 +178,7 @@ class KernelImpl(Impl):
             calls = []
             for b in opt._plan:
                 flags, scal = opt._kernel_args(opt._hyper_of(b.gi), b.step)
-                calls.append((b.ptr, b.offsets, _DTYPE_CODE[np.dtype(b.dtype)], int(flags),
+                calls.append((b.ptr, b.offsets, b.code, int(flags),
                               np.ascontiguousarray(scal, dtype=np.float64)))
             code, nbuf = _kernels.ALGOS[opt._algo], opt._nbuf
         except Exception as e:
@@ -334,7 +333,7 @@ def _roofline_runner(arrays_rw, read, flags):
         offsets[i + 1] = offsets[i] + read[i].size
     ptr = ptr.ravel()
     scal = np.zeros(0)
-    algo, code = _kernels.ALGOS["roofline"], _DTYPE_CODE[dtype]
+    algo, code = _kernels.ALGOS["roofline"], _optim._DTYPE_CODE[np.dtype(dtype)]
     threads = [1]
     step_fn = _kernels.step
 

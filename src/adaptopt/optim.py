@@ -26,12 +26,12 @@ class _Batch:
     fixed is _kernel_fixed(hyper) for the group's checked hyperparameters
     hyper (None under an lr schedule); flags and scal, the next call's."""
 
-    __slots__ = ("gi", "names", "idx", "ptr", "offsets", "dtype", "code", "step", "states",
+    __slots__ = ("gi", "names", "idx", "ptr", "offsets", "code", "step", "states",
                  "hyper", "fixed", "flags", "scal")
 
     def __init__(self, gi, names, idx, ptr, offsets, dtype, step, states):
         self.gi, self.names, self.idx, self.ptr = gi, names, idx, ptr
-        self.offsets, self.dtype, self.step, self.states = offsets, dtype, step, states
+        self.offsets, self.step, self.states = offsets, step, states
         self.code = _DTYPE_CODE[dtype]
         self.hyper = self.fixed = self.flags = self.scal = None
 
@@ -75,8 +75,9 @@ class _Fast:
             table = self._tables[key] = (ptr.ravel(), offsets)
         return table
 
-    def _run(self, dtype, ptr, offsets, flags, scal, n_threads):
-        rc = _kernels.step(_kernels.ALGOS[self._algo], _DTYPE_CODE[dtype], ptr, self._nbuf,
+    def _run(self, code, ptr, offsets, flags, scal, n_threads):
+        """One kernel call: dtype code, pointer table, offsets, flags, scalars."""
+        rc = _kernels.step(_kernels.ALGOS[self._algo], code, ptr, self._nbuf,
                            offsets, scal, flags, n_threads)
         if rc != _kernels.OK:
             raise RuntimeError(f"adaptopt kernel {self._algo} failed with code {rc}")
@@ -96,7 +97,7 @@ class _Fast:
             for sub, extra in self._split(sub):
                 ptr, offsets = self._table(sub, self._kernel_buffers(hyper))
                 _kernels.fill_pointers([grads[i] for i in sub], ptr, 1, self._nbuf)
-                self._run(dtype, ptr, offsets, flags | extra, scal, n_threads)
+                self._run(_DTYPE_CODE[dtype], ptr, offsets, flags | extra, scal, n_threads)
 
     def _split(self, idx):
         """Sub-batches needing extra flags (SGD's first momentum step)."""
@@ -148,11 +149,9 @@ class _Fast:
             else:
                 b.flags, b.scal = b.fixed
                 b.scal += self._kernel_step(hyper, b.step + 1)
-        algo, n_threads = _kernels.ALGOS[self._algo], resolve_threads(self.n_threads)
+        n_threads = resolve_threads(self.n_threads)
         for b in plan:
-            rc = _kernels.step(algo, b.code, b.ptr, nbuf, b.offsets, b.scal, b.flags, n_threads)
-            if rc != _kernels.OK:
-                raise RuntimeError(f"adaptopt kernel {self._algo} failed with code {rc}")
+            self._run(b.code, b.ptr, b.offsets, b.flags, b.scal, n_threads)
             b.step += 1
             _kernels.assign(b.states, "step", b.step)
         return True
