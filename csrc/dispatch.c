@@ -38,10 +38,23 @@ static const adaptopt_table *const tables[ADAPTOPT_N_ISAS] = {
 };
 
 static const char *const isa_names[ADAPTOPT_N_ISAS] = {"scalar", "avx2", "avx512"};
-static const size_t nbufs[ADAPTOPT_N_ALGOS] = {5, 3, 5, 3, 5};
-static const size_t nscals[ADAPTOPT_N_ALGOS] = {
-    ADAPTOPT_ADAM_NSCAL, ADAPTOPT_ADAGRAD_NSCAL, ADAPTOPT_RMSPROP_NSCAL,
-    ADAPTOPT_SGD_NSCAL, 0};
+
+/* adaptopt_algo_info rows, from algorithms.h */
+#define NAME_(A, item) #item ","
+#define COUNT_(A, item) +1
+#define INFO_(name, NAME, t32, t64)                                                        \
+    {#name, "p,g," ADAPTOPT_##NAME##_BUFFERS(NAME_, NAME), ADAPTOPT_##NAME##_SCALARS(NAME_, NAME), \
+     ADAPTOPT_##NAME##_FLAGS(NAME_, NAME), ADAPTOPT_##NAME##_NBUF, ADAPTOPT_##NAME##_NSCAL,  \
+     ADAPTOPT_##NAME##_NFLAGS},
+static const adaptopt_algo_info algo_info[ADAPTOPT_N_ALGOS] = {ADAPTOPT_ALGORITHMS(INFO_)};
+#undef INFO_
+#undef COUNT_
+#undef NAME_
+
+const adaptopt_algo_info *adaptopt_get_algo_info(int algo)
+{
+    return (algo >= 0 && algo < ADAPTOPT_N_ALGOS) ? &algo_info[algo] : NULL;
+}
 
 /* The serial/parallel threshold, in elements of a batch, per algorithm and
  * dtype.  A parallel region costs a few microseconds of fork/join here, so
@@ -63,16 +76,23 @@ static const size_t nscals[ADAPTOPT_N_ALGOS] = {
  * (the machine was slow that day: the same 4096-element Adam step takes
  * ~5 us when it is quiet; the ratios held across runs).  Each default is
  * the smallest power of two from which 2 threads were >= 1.1x faster at
- * every larger size in every run.  With the other core busy a second
+ * every larger size in every run; they are the last two columns of
+ * ADAPTOPT_ALGORITHMS (algorithms.h).  With the other core busy a second
  * thread costs more than it saves at any size (README: OMP_WAIT_POLICY). */
-static size_t thresholds[ADAPTOPT_N_ALGOS][ADAPTOPT_N_DTYPES] = {
-    /*              float32 float64 */
-    /* adam     */ {16384, 4096},
-    /* adagrad  */ {16384, 8192},
-    /* rmsprop  */ {16384, 8192},
-    /* sgd      */ {32768, 16384},
-    /* roofline */ {32768, 16384},
-};
+#define THRESHOLDS_(name, NAME, t32, t64) {t32, t64},
+static size_t thresholds[ADAPTOPT_N_ALGOS][ADAPTOPT_N_DTYPES] = {ADAPTOPT_ALGORITHMS(THRESHOLDS_)};
+#undef THRESHOLDS_
+static const size_t roofline_threshold[ADAPTOPT_N_DTYPES] = {32768, 16384};
+
+/* Settable while other threads step: relaxed atomic loads and stores (an
+ * aligned word is read whole; each step reads each setting once). */
+#if defined(__GNUC__) || defined(__clang__)
+#define LOAD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
+#define STORE(x, v) __atomic_store_n(&(x), (v), __ATOMIC_RELAXED)
+#else  /* MSVC: aligned word accesses are atomic on x86-64 and ARM64 */
+#define LOAD(x) (x)
+#define STORE(x, v) ((x) = (v))
+#endif
 static int current_isa = -1;
 
 const char *adaptopt_isa_name(int isa)
@@ -104,13 +124,14 @@ int adaptopt_isa_supported(int isa)
 
 int adaptopt_get_isa(void)
 {
-    if (current_isa < 0) {
-        int isa = ADAPTOPT_N_ISAS - 1;
+    int isa = LOAD(current_isa);
+    if (isa < 0) {  /* first use: the best this CPU runs (racing threads agree) */
+        isa = ADAPTOPT_N_ISAS - 1;
         while (!adaptopt_isa_supported(isa))
             isa--;
-        current_isa = isa;
+        STORE(current_isa, isa);
     }
-    return current_isa;
+    return isa;
 }
 
 int adaptopt_set_isa(int isa)
@@ -119,7 +140,7 @@ int adaptopt_set_isa(int isa)
         return ADAPTOPT_ENOISA;
     if (!adaptopt_isa_supported(isa))
         return ADAPTOPT_ECPU;
-    current_isa = isa;
+    STORE(current_isa, isa);
     return ADAPTOPT_OK;
 }
 
@@ -132,10 +153,21 @@ int adaptopt_openmp(void)
 #endif
 }
 
+int adaptopt_thread_limit(void)
+{
+#ifdef _OPENMP
+    int n = omp_get_num_procs();
+    return n < 1 ? 1 : n > ADAPTOPT_THREAD_CAP ? ADAPTOPT_THREAD_CAP : n;
+#else
+    return 1;
+#endif
+}
+
 int adaptopt_max_threads(void)
 {
 #ifdef _OPENMP
-    return omp_get_max_threads();
+    int n = omp_get_max_threads(), cap = adaptopt_thread_limit();
+    return n < 1 ? 1 : n > cap ? cap : n;
 #else
     return 1;
 #endif
@@ -145,7 +177,7 @@ size_t adaptopt_get_threshold(int algo, int dtype)
 {
     if (algo < 0 || algo >= ADAPTOPT_N_ALGOS || dtype < 0 || dtype >= ADAPTOPT_N_DTYPES)
         return 0;
-    return thresholds[algo][dtype];
+    return LOAD(thresholds[algo][dtype]);
 }
 
 void adaptopt_set_threshold(int algo, int dtype, size_t n_elements)
@@ -153,7 +185,7 @@ void adaptopt_set_threshold(int algo, int dtype, size_t n_elements)
     for (int a = 0; a < ADAPTOPT_N_ALGOS; a++)
         for (int d = 0; d < ADAPTOPT_N_DTYPES; d++)
             if ((algo < 0 || algo == a) && (dtype < 0 || dtype == d))
-                thresholds[a][d] = n_elements;
+                STORE(thresholds[a][d], n_elements);
 }
 
 #ifndef ADAPTOPT_BUILD_FLAGS
@@ -216,25 +248,15 @@ static size_t cut(void *const *ptr, size_t nbuf, const size_t *offsets, size_t n
 }
 #endif
 
-int adaptopt_step(int algo, int dtype, size_t n_arrays, size_t nbuf,
-                  void *const *ptr, const size_t *offsets,
-                  const double *scal, size_t nscal, int flags, int n_threads)
+/* Run f over a batch: serially below threshold, else one parallel region
+ * (n_threads already clamped to >= 1). */
+static void run_batch(adaptopt_seg_fn f, int dtype, size_t n_arrays, size_t nbuf,
+                      void *const *ptr, const size_t *offsets, const void *sc, int flags,
+                      int n_threads, size_t threshold)
 {
-    if (algo < 0 || algo >= ADAPTOPT_N_ALGOS || dtype < 0 || dtype >= ADAPTOPT_N_DTYPES
-        || nbuf != nbufs[algo] || nscal != nscals[algo] || flags < 0
-        || flags >= (algo == ADAPTOPT_ROOFLINE ? 4 : ADAPTOPT_LERP_HI + (algo == ADAPTOPT_SGD) * 16))
-        return ADAPTOPT_EINVAL;
-    adaptopt_seg_fn f = (*tables[adaptopt_get_isa()])[algo][dtype];
-    union { float f[ADAPTOPT_MAX_NSCAL]; double d[ADAPTOPT_MAX_NSCAL]; } sc;
-    for (size_t k = 0; k < nscal; k++) {
-        if (dtype == ADAPTOPT_FLOAT32)
-            sc.f[k] = (float)scal[k];
-        else
-            sc.d[k] = scal[k];
-    }
     size_t total = offsets[n_arrays];
 #ifdef _OPENMP
-    if (n_threads > 1 && total >= thresholds[algo][dtype] && total > 1) {
+    if (n_threads > 1 && total >= threshold && total > 1) {
         size_t esize = dtype == ADAPTOPT_FLOAT32 ? sizeof(float) : sizeof(double);
 #pragma omp parallel num_threads(n_threads)
         {
@@ -243,13 +265,50 @@ int adaptopt_step(int algo, int dtype, size_t n_arrays, size_t nbuf,
             size_t lo = cut(ptr, nbuf, offsets, n_arrays, esize, t, nt, &first);
             size_t hi = t + 1 < nt ? cut(ptr, nbuf, offsets, n_arrays, esize, t + 1, nt, &last)
                                    : total;
-            run_range(f, nbuf, ptr, offsets, first, lo, hi, &sc, flags);
+            run_range(f, nbuf, ptr, offsets, first, lo, hi, sc, flags);
         }
-        return ADAPTOPT_OK;
+        return;
     }
 #else
-    (void)n_threads;
+    (void)n_threads; (void)threshold; (void)dtype;
 #endif
-    run_range(f, nbuf, ptr, offsets, 0, 0, total, &sc, flags);
+    run_range(f, nbuf, ptr, offsets, 0, 0, total, sc, flags);
+}
+
+static int clamp_threads(int n_threads)
+{
+    int cap = adaptopt_thread_limit();
+    return n_threads > cap ? cap : n_threads;
+}
+
+int adaptopt_step(int algo, int dtype, size_t n_arrays, size_t nbuf,
+                  void *const *ptr, const size_t *offsets,
+                  const double *scal, size_t nscal, int flags, int n_threads)
+{
+    if (algo < 0 || algo >= ADAPTOPT_N_ALGOS || dtype < 0 || dtype >= ADAPTOPT_N_DTYPES
+        || nbuf != (size_t)algo_info[algo].nbuf || nscal != (size_t)algo_info[algo].nscal
+        || flags < 0 || flags >= (1 << algo_info[algo].nflags) || n_threads < 1)
+        return ADAPTOPT_EINVAL;
+    adaptopt_seg_fn f = tables[adaptopt_get_isa()]->step[algo][dtype];
+    union { float f[ADAPTOPT_MAX_NSCAL]; double d[ADAPTOPT_MAX_NSCAL]; } sc;
+    for (size_t k = 0; k < nscal; k++) {
+        if (dtype == ADAPTOPT_FLOAT32)
+            sc.f[k] = (float)scal[k];
+        else
+            sc.d[k] = scal[k];
+    }
+    run_batch(f, dtype, n_arrays, nbuf, ptr, offsets, &sc, flags, clamp_threads(n_threads),
+              adaptopt_get_threshold(algo, dtype));
+    return ADAPTOPT_OK;
+}
+
+int adaptopt_roofline(int dtype, size_t n_arrays, void *const *ptr, const size_t *offsets,
+                      int n_rw, int n_threads)
+{
+    if (dtype < 0 || dtype >= ADAPTOPT_N_DTYPES || n_rw < 1 || n_rw > 4 || n_threads < 1)
+        return ADAPTOPT_EINVAL;
+    adaptopt_seg_fn f = tables[adaptopt_get_isa()]->roofline[dtype];
+    run_batch(f, dtype, n_arrays, 5, ptr, offsets, NULL, n_rw - 1, clamp_threads(n_threads),
+              roofline_threshold[dtype]);
     return ADAPTOPT_OK;
 }

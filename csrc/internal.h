@@ -11,16 +11,16 @@
 typedef void (*adaptopt_seg_fn)(void *const *b, size_t off, size_t n,
                                 const void *sc, int flags);
 
-typedef adaptopt_seg_fn adaptopt_table[ADAPTOPT_N_ALGOS][ADAPTOPT_N_DTYPES];
+/* One ISA's kernels: per algorithm (algorithms.h order) and dtype, and the
+ * benchmark-only roofline kernel per dtype. */
+typedef struct {
+    adaptopt_seg_fn step[ADAPTOPT_N_ALGOS][ADAPTOPT_N_DTYPES];
+    adaptopt_seg_fn roofline[ADAPTOPT_N_DTYPES];
+} adaptopt_table;
 
 extern const adaptopt_table adaptopt_table_scalar;
 extern const adaptopt_table adaptopt_table_avx2;
 extern const adaptopt_table adaptopt_table_avx512;
-
-/* Internal flags: the lerp weight is >= 0.5 (torch.lerp's second form);
- * Adam's sqrt(1 - beta2^t) is exactly 1 in the array's type. */
-#define ADAPTOPT_LERP_HI 16
-#define ADAPTOPT_BC2_ONE 32
 
 #define ADAPTOPT_CAT_(a, b) a##b
 #define ADAPTOPT_CAT(a, b) ADAPTOPT_CAT_(a, b)

@@ -112,7 +112,7 @@ def parallel_thresholds():
     """{algorithm: {dtype: elements}}: a batch runs on several threads from this size on."""
     return {algo: {dt: _kernels.get_threshold(code, d)
                    for d, dt in enumerate(("float32", "float64"))}
-            for algo, code in _kernels.ALGOS.items() if algo != "roofline"}
+            for algo, code in _kernels.ALGOS.items()}
 
 
 def format_thresholds(table):

@@ -9,9 +9,18 @@ cimport numpy as cnp
 cnp.import_array()
 
 cdef extern from "adaptopt.h" nogil:
+    ctypedef struct adaptopt_algo_info:
+        const char *name
+        const char *buffers
+        const char *scalars
+        const char *flags
+        int nbuf, nscal, nflags
+    const adaptopt_algo_info *adaptopt_get_algo_info(int algo)
     int adaptopt_step(int algo, int dtype, size_t n_arrays, size_t nbuf,
                       void **ptr, const size_t *offsets, const double *scal,
                       size_t nscal, int flags, int n_threads)
+    int adaptopt_roofline(int dtype, size_t n_arrays, void **ptr, const size_t *offsets,
+                          int n_rw, int n_threads)
     int adaptopt_get_isa()
     int adaptopt_set_isa(int isa)
     int adaptopt_isa_compiled(int isa)
@@ -19,23 +28,41 @@ cdef extern from "adaptopt.h" nogil:
     const char *adaptopt_isa_name(int isa)
     int adaptopt_openmp()
     int adaptopt_max_threads()
+    int adaptopt_thread_limit()
     size_t adaptopt_get_threshold(int algo, int dtype)
     void adaptopt_set_threshold(int algo, int dtype, size_t n)
     const char *adaptopt_compiler()
     const char *adaptopt_build_flags()
     enum:
-        ADAPTOPT_ADAM, ADAPTOPT_ADAGRAD, ADAPTOPT_RMSPROP, ADAPTOPT_SGD, ADAPTOPT_ROOFLINE
-        ADAPTOPT_N_ISAS
-        ADAPTOPT_MAXIMIZE, ADAPTOPT_L2, ADAPTOPT_DECOUPLED, ADAPTOPT_AMSGRAD
-        ADAPTOPT_CENTERED, ADAPTOPT_MOMENTUM, ADAPTOPT_NESTEROV, ADAPTOPT_FIRST
+        ADAPTOPT_N_ALGOS, ADAPTOPT_N_ISAS, ADAPTOPT_MAX_NSCAL, ADAPTOPT_MAX_NBUF
         ADAPTOPT_OK, ADAPTOPT_EINVAL, ADAPTOPT_ENOISA, ADAPTOPT_ECPU
 
-ALGOS = {"adam": ADAPTOPT_ADAM, "adagrad": ADAPTOPT_ADAGRAD, "rmsprop": ADAPTOPT_RMSPROP,
-         "sgd": ADAPTOPT_SGD, "roofline": ADAPTOPT_ROOFLINE}
-MAXIMIZE, L2, DECOUPLED, AMSGRAD = ADAPTOPT_MAXIMIZE, ADAPTOPT_L2, ADAPTOPT_DECOUPLED, ADAPTOPT_AMSGRAD
-CENTERED, MOMENTUM, NESTEROV, FIRST = ADAPTOPT_CENTERED, ADAPTOPT_MOMENTUM, ADAPTOPT_NESTEROV, ADAPTOPT_FIRST
+
+def _algorithms():
+    """{name: {"code", "buffers", "scalars", "flags"}} from csrc/algorithms.h."""
+    out = {}
+    cdef const adaptopt_algo_info *info
+    for code in range(ADAPTOPT_N_ALGOS):
+        info = adaptopt_get_algo_info(code)
+        names = lambda s: tuple(x for x in s.decode().split(",") if x)
+        out[info.name.decode()] = {"code": code, "buffers": names(info.buffers),
+                                   "scalars": names(info.scalars), "flags": names(info.flags)}
+        assert (len(out[info.name.decode()]["buffers"]), len(out[info.name.decode()]["scalars"]),
+                len(out[info.name.decode()]["flags"])) == (info.nbuf, info.nscal, info.nflags)
+    return out
+
+
+ALGORITHMS = _algorithms()
+ALGOS = {name: a["code"] for name, a in ALGORITHMS.items()}
 OK, EINVAL, ENOISA, ECPU = ADAPTOPT_OK, ADAPTOPT_EINVAL, ADAPTOPT_ENOISA, ADAPTOPT_ECPU
 ISAS = tuple(adaptopt_isa_name(i).decode() for i in range(ADAPTOPT_N_ISAS))
+MAX_NSCAL = ADAPTOPT_MAX_NSCAL
+
+
+def flag_bits(algo, *names):
+    """The kernel flag bits of algorithm algo (a name) for the flag names given."""
+    flags = ALGORITHMS[algo]["flags"]
+    return sum(1 << flags.index(n) for n in names)
 
 
 cdef inline void *_data(cnp.ndarray a, int typenum, Py_ssize_t min_size, str name) except NULL:
@@ -50,12 +77,12 @@ def step(int algo, int dtype, cnp.ndarray ptr, size_t nbuf, cnp.ndarray offsets,
     """Run one kernel over a batch; returns the C error code.
 
     ptr: uint64 addresses, nbuf per array; offsets: uintp, n_arrays + 1;
-    scal: a sequence of at most 8 floats."""
-    cdef double sc[8]
+    scal: a sequence of at most MAX_NSCAL floats."""
+    cdef double sc[ADAPTOPT_MAX_NSCAL]
     cdef Py_ssize_t k, nscal = len(scal)
     cdef int rc
-    if nscal > 8:
-        raise ValueError("at most 8 scalars")
+    if nscal > ADAPTOPT_MAX_NSCAL:
+        raise ValueError(f"at most {ADAPTOPT_MAX_NSCAL} scalars")
     for k in range(nscal):
         sc[k] = scal[k]
     cdef size_t n_arrays = offsets.size - 1 if offsets.size else 0
@@ -63,6 +90,18 @@ def step(int algo, int dtype, cnp.ndarray ptr, size_t nbuf, cnp.ndarray offsets,
     cdef void **p = <void **>_data(ptr, cnp.NPY_UINT64, n_arrays * nbuf, "ptr")
     with nogil:
         rc = adaptopt_step(algo, dtype, n_arrays, nbuf, p, off, sc, nscal, flags, n_threads)
+    return rc
+
+
+def roofline(int dtype, cnp.ndarray ptr, cnp.ndarray offsets, int n_rw, int n_threads):
+    """Benchmarks only: the bandwidth ceiling over a batch (ptr: 5 addresses per array,
+    buffer 1 read, buffers 0 and 2..n_rw read and written); returns the C error code."""
+    cdef size_t n_arrays = offsets.size - 1 if offsets.size else 0
+    cdef size_t *off = <size_t *>_data(offsets, cnp.NPY_UINTP, 1, "offsets")
+    cdef void **p = <void **>_data(ptr, cnp.NPY_UINT64, n_arrays * 5, "ptr")
+    cdef int rc
+    with nogil:
+        rc = adaptopt_roofline(dtype, n_arrays, p, off, n_rw, n_threads)
     return rc
 
 
@@ -146,6 +185,9 @@ def openmp():
 
 def max_threads():
     return adaptopt_max_threads()
+
+def thread_limit():
+    return adaptopt_thread_limit()
 
 def get_threshold(int algo, int dtype):
     return adaptopt_get_threshold(algo, dtype)

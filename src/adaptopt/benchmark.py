@@ -332,13 +332,12 @@ def _roofline_runner(arrays_rw, read, flags):
         _kernels.fill_pointers(row, ptr[i], 0, 1)
         offsets[i + 1] = offsets[i] + read[i].size
     ptr = ptr.ravel()
-    scal = np.zeros(0)
-    algo, code = _kernels.ALGOS["roofline"], _optim._DTYPE_CODE[np.dtype(dtype)]
+    code = _optim._DTYPE_CODE[np.dtype(dtype)]
     threads = [1]
-    step_fn = _kernels.step
+    roofline = _kernels.roofline
 
     def step():
-        rc = step_fn(algo, code, ptr, 5, offsets, scal, flags, threads[0])
+        rc = roofline(code, ptr, offsets, flags + 1, threads[0])
         if rc != _kernels.OK:
             raise RuntimeError(f"roofline kernel failed with code {rc}")
 

@@ -175,8 +175,10 @@ class _Fast:
         return ()
 
 
-MAXIMIZE, L2, DECOUPLED, AMSGRAD = _kernels.MAXIMIZE, _kernels.L2, _kernels.DECOUPLED, _kernels.AMSGRAD
-CENTERED, MOMENTUM, NESTEROV = _kernels.CENTERED, _kernels.MOMENTUM, _kernels.NESTEROV
+_fl = _kernels.flag_bits
+MAXIMIZE, L2, DECOUPLED, AMSGRAD = (_fl("adam", n) for n in ("maximize", "l2", "decoupled", "amsgrad"))
+CENTERED, MOMENTUM = _fl("rmsprop", "centered"), _fl("rmsprop", "momentum")
+SGD_MOMENTUM, NESTEROV, FIRST = (_fl("sgd", n) for n in ("momentum", "nesterov", "first"))
 
 
 class Adam(_Fast, reference.Adam):
@@ -261,7 +263,7 @@ class SGD(_Fast, reference.SGD):
             return [(idx, 0)]
         self._first.difference_update(first)
         rest = [i for i in idx if i not in first]
-        return [(b, f) for b, f in ((first, _kernels.FIRST), (rest, 0)) if b]
+        return [(b, f) for b, f in ((first, FIRST), (rest, 0)) if b]
 
     def _kernel_buffers(self, hyper):
         return ("momentum_buffer" if hyper["momentum"] != 0 else None,)
@@ -270,5 +272,5 @@ class SGD(_Fast, reference.SGD):
     def _kernel_fixed(cls, hyper):
         wd, mom = hyper["weight_decay"], hyper["momentum"]
         flags = ((MAXIMIZE if hyper["maximize"] else 0) | (L2 if wd != 0 else 0)
-                 | (MOMENTUM if mom != 0 else 0) | (NESTEROV if hyper["nesterov"] else 0))
+                 | (SGD_MOMENTUM if mom != 0 else 0) | (NESTEROV if hyper["nesterov"] else 0))
         return flags, (wd, mom, 1 - hyper["dampening"], -hyper["lr"])

@@ -569,7 +569,7 @@ class _FusedOptimizer(Optimizer):
             extra = [0] * n
             if first:
                 pos = range(n) if b.idx is None else b.idx.tolist()
-                extra = [_kernels.FIRST if i in first else 0 for i in pos]
+                extra = [optim.FIRST if i in first else 0 for i in pos]
             keys = list(zip(new, extra))
             if keys.count(keys[0]) == n:
                 calls = [(keys[0], None)]

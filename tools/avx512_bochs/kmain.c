@@ -60,10 +60,22 @@ static void cpuid(unsigned leaf, unsigned sub, unsigned r[4]) {
     __asm__ volatile("cpuid" : "=a"(r[0]), "=b"(r[1]), "=c"(r[2]), "=d"(r[3]) : "a"(leaf), "c"(sub));
 }
 
+/* Per algorithm (algorithms.h): buffers and public flag combinations. */
+#define NBUF_(name, NAME, t32, t64) ADAPTOPT_##NAME##_NBUF,
+#define NFLAGS_(name, NAME, t32, t64) (1 << ADAPTOPT_##NAME##_NFLAGS),
+static const int nbuf[] = {ADAPTOPT_ALGORITHMS(NBUF_)};
+static const int nflags[] = {ADAPTOPT_ALGORITHMS(NFLAGS_)};
+
+/* Scalars by position, three variants: small weights, weights >= 0.5 (the
+ * lerp's second form), and factors of exactly 1 (skipped divisions). */
+static const double scalars[3][ADAPTOPT_MAX_NSCAL] = {
+    {0.1, 0.999, 0.001, 0.01, 1e-8, 0.3, -0.001, 0.9, 0.5, 1e-3, 2.0, -0.01, 0.25, 1.5, 1e-6, 0.75},
+    {0.7, 0.3, 0.7, 0.999, 1e-8, 0.3, -0.01, 0.5, 0.6, 1e-2, 0.5, -0.1, 0.75, 1.2, 1e-8, 0.6},
+    {0.1, 0.999, 0.001, 0.01, 1e-8, 1.0, -0.001, 1.0, 1.0, 1.0, 1.0, -1.0, 1.0, 1.0, 1.0, 1.0},
+};
+
 void kmain(void) {
     static const size_t sizes[] = {0, 1, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 1000, 4097};
-    static const int nbuf[] = {5, 3, 5, 3, 5};
-    static const int nflags[] = {16, 4, 16, 32, 4};
     unsigned r[4];
     cpuid(7, 0, r);
     puts_("bm: avx512f="); putn((r[1] >> 16) & 1); puts_(" dq="); putn((r[1] >> 17) & 1);
@@ -76,30 +88,24 @@ void kmain(void) {
     for (int variant = 0; variant < 3; variant++)
     for (size_t si = 0; si < sizeof sizes / sizeof *sizes; si++) {
         size_t n = sizes[si], es = dt ? 8 : 4, mark = used;
-        void *a[5], *b[5];
+        void *a[ADAPTOPT_MAX_NBUF], *b[ADAPTOPT_MAX_NBUF];
         for (int k = 0; k < nbuf[algo]; k++) {
             a[k] = alloc((n + 16) * es);
             b[k] = alloc((n + 16) * es);
-            int nonneg = (k >= 2 && !(algo == 2 && k >= 3) && algo != 3);
+            int nonneg = k >= 2;  /* p and g signed; state non-negative (no NaN from sqrt) */
             for (size_t j = 0; j < n + 16; j++) {
                 double v = value(nonneg);
                 if (dt) ((double *)a[k])[j] = v; else ((float *)a[k])[j] = (float)v;
             }
             memcpy(b[k], a[k], (n + 16) * es);
         }
-        double w = variant == 1 ? 0.7 : 0.1;
-        double sca[5][8] = {
-            {w, 0.999, 0.001, (flags & 4) ? 0.999 : 0.01, 1e-8, variant == 2 ? 1.0 : 0.3, -0.001},
-            {0.01, 1e-10, -0.01},
-            {variant == 1 ? 0.3 : 0.99, variant == 1 ? 0.7 : 0.01, 1e-8, 0.01, 0.9, -0.01},
-            {0.01, 0.9, variant == 1 ? 0.5 : 1.0, -0.1},
-            {0.5, 0.25, 0.125, 0.0625, 0.03125},
-        };
-        union { float f[8]; double d[8]; } u;
-        for (int k = 0; k < 8; k++) { if (dt) u.d[k] = sca[algo][k]; else u.f[k] = (float)sca[algo][k]; }
+        union { float f[ADAPTOPT_MAX_NSCAL]; double d[ADAPTOPT_MAX_NSCAL]; } u;
+        for (int k = 0; k < ADAPTOPT_MAX_NSCAL; k++) {
+            if (dt) u.d[k] = scalars[variant][k]; else u.f[k] = (float)scalars[variant][k];
+        }
         size_t off = (size_t)variant <= n ? (size_t)variant : 0;
-        adaptopt_table_scalar[algo][dt]((void *const *)a, off, n - off, &u, flags);
-        adaptopt_table_avx512[algo][dt]((void *const *)b, off, n - off, &u, flags);
+        adaptopt_table_scalar.step[algo][dt]((void *const *)a, off, n - off, &u, flags);
+        adaptopt_table_avx512.step[algo][dt]((void *const *)b, off, n - off, &u, flags);
         for (int k = 0; k < nbuf[algo]; k++) {
             checked++;
             if (memcmp(a[k], b[k], (n + 16) * es)) {
