@@ -76,8 +76,9 @@ const char *adaptopt_isa_name(int isa);
  * get: 0 for an unknown algo or dtype. */
 int adaptopt_openmp(void);
 int adaptopt_max_threads(void);
-/* n_threads above this are clamped to it (the CPUs OpenMP sees, at most
- * ADAPTOPT_THREAD_CAP); adaptopt_step rejects n_threads < 1. */
+/* n_threads above this are clamped to it (the CPUs OpenMP sees at the
+ * first call, at most ADAPTOPT_THREAD_CAP); adaptopt_step rejects
+ * n_threads < 1. */
 #define ADAPTOPT_THREAD_CAP 1024
 int adaptopt_thread_limit(void);
 size_t adaptopt_get_threshold(int algo, int dtype);

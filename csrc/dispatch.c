@@ -153,11 +153,18 @@ int adaptopt_openmp(void)
 #endif
 }
 
+static int thread_limit = 0;
+
 int adaptopt_thread_limit(void)
 {
 #ifdef _OPENMP
-    int n = omp_get_num_procs();
-    return n < 1 ? 1 : n > ADAPTOPT_THREAD_CAP ? ADAPTOPT_THREAD_CAP : n;
+    int n = LOAD(thread_limit);
+    if (n == 0) {  /* first use: omp_get_num_procs() asks the OS, so it is asked once */
+        n = omp_get_num_procs();
+        n = n < 1 ? 1 : n > ADAPTOPT_THREAD_CAP ? ADAPTOPT_THREAD_CAP : n;
+        STORE(thread_limit, n);
+    }
+    return n;
 #else
     return 1;
 #endif

@@ -124,6 +124,7 @@ class Optimizer:
         self._layout = None          # what the last validated step saw (see _layout_now)
         self._snaps = {}
         self._plans = {}
+        self._last = None            # the plan of the last fast step
         if isinstance(params, np.ndarray):
             raise TypeError("params must be a sequence of arrays or of dicts, got a "
                             "single array: wrap it in a list")
@@ -138,14 +139,14 @@ class Optimizer:
         """Pickle and deepcopy: everything but the lock and the caches."""
         with self._lock:
             state = dict(self.__dict__)
-        for k in ("_lock", "_snaps", "_plans", "_layout"):
+        for k in ("_lock", "_snaps", "_plans", "_layout", "_last"):
             state.pop(k, None)
         return state
 
     def __setstate__(self, state):
         self.__dict__.update(state)
         self._lock = threading.RLock()
-        self._snaps, self._plans, self._layout = {}, {}, None
+        self._snaps, self._plans, self._layout, self._last = {}, {}, None, None
 
     def __repr__(self):
         lines = [f"{type(self).__name__} ("]
@@ -219,6 +220,7 @@ class Optimizer:
         self._params = params
         self._layout = _engine.layout_of(groups)
         self._plans.clear()
+        self._last = None
         return params
 
     def _owned_spans(self, params, state):

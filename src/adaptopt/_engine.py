@@ -138,31 +138,44 @@ def layout_of(groups):
 
 
 class Work:
-    """What a batch computes its scalars from: its group's snapshot, the step
-    t its rows take next, their scalar state s (a dict, or None) and extra
-    kernel flags (SGD's first momentum step)."""
+    """What a batch computes its scalars from: its group's snapshot, its rows'
+    scalar state s (a dict, or None), extra kernel flags (SGD's first
+    momentum step) and, when the general path has evaluated them, the step's
+    hyperparameters h.  The step itself is the batch's (Batch.t)."""
 
-    __slots__ = ("snap", "t", "s", "extra", "h")
+    __slots__ = ("snap", "s", "extra", "h", "next_s")
 
-    def __init__(self, snap, t, s, extra=0, h=None):
-        self.snap, self.t, self.s, self.extra = snap, t, s, extra
-        self.h = h  # the step's resolved hyperparameters when already evaluated
+    def __init__(self, snap, s, extra=0, h=None):
+        self.snap, self.s, self.extra, self.h, self.next_s = snap, s, extra, h, None
 
 
 class Plan:
     """The kernel calls of one step shape (which parameters have gradients):
-    the compiled Batches, a Work each, and the memory they write."""
+    the compiled Batches, a Work each, and the memory they write.
 
-    __slots__ = ("batches", "work", "spans")
+    counters(batch, work, new_s) sets a batch's scalar-state counters (what
+    its rows hold, work.s, and get, new_s), for algorithms that keep some."""
 
-    def __init__(self, spans):
-        self.batches, self.work, self.spans = [], [], spans
+    __slots__ = ("batches", "work", "spans", "counters", "layout", "snaps", "snaps_of",
+                 "common", "rows")
+
+    def __init__(self, counters):
+        self.batches, self.work, self.spans, self.counters = [], [], None, counters
+        self.layout = None  # layout_of(the param groups) the plan was made for
+        self.snaps, self.snaps_of, self.common, self.rows = [], [], True, 0
 
     def add(self, batch, work):
+        self.rows += batch.n
         self.batches.append(batch)
         self.work.append(work)
+        self.snaps_of.append(work.snap)
+        if work.snap not in self.snaps:
+            self.snaps.append(work.snap)
+        if work.s is not None:
+            self.counters(batch, work, work.s)
+        self.common = False  # until the first step has run (Plan.step)
 
-    def resync(self, read, counters):
+    def resync(self, read):
         """Take each batch's step and scalar state from its rows (read(batch)
         gives them, or None when the rows disagree): a plan stays usable when
         other plans have stepped some of its parameters (subsets of
@@ -171,37 +184,36 @@ class Plan:
             now = read(b)
             if now is None:
                 return False
-            w.t, w.s = now
-            counters(b, w, w.s)
+            b.t, w.s = now
+            if w.s is not None:
+                self.counters(b, w, w.s)
         return True
 
-    def prepare(self):
-        """Each batch's (h, flags, scalars, new scalar state) for its next
-        step.  Python code (an lr schedule) runs here, before anything is
-        written, so an exception leaves everything as it was."""
-        out = []
-        for w in self.work:
-            spec = w.snap.spec
-            h = w.snap.resolved(w.t) if w.h is None else w.h
+    def step(self, n_threads):
+        """One step: each batch's flags and scalars (Python code, an lr
+        schedule, runs here, before anything is written, so an exception
+        changes nothing), then every kernel and counter in one compiled call."""
+        if self.common:
+            _kernels.plan_step(self, n_threads)
+            return
+        for b, w in zip(self.batches, self.work):
+            snap = w.snap
+            spec = snap.spec
+            if w.h is None and not snap.scheduled and w.s is None:  # the common case
+                b.set_scalars(snap.flags | w.extra, snap.fixed, snap.positions,
+                              spec.per_step(snap.hyper, b.t, None))
+                continue
+            h = snap.resolved(b.t) if w.h is None else w.h
             w.h = None
-            flags, scal = w.snap.kernel_args(h, w.t, w.s)
-            new_s = spec.advance(h, w.t, w.s) if spec.advance else None
-            out.append((h, flags | w.extra, scal, new_s))
-        return out
-
-    def run(self, prepared, n_threads, counters):
-        """Set each batch's scalars and counters, then run every kernel and
-        write every counter in one compiled call.
-
-        counters(batch, work, new_s) sets what the rows must hold (step
-        work.t - 1, scalar state work.s) and get (work.t, new_s); after the
-        step it is called again, so that the next check expects the new values."""
-        for b, w, (h, flags, scal, new_s) in zip(self.batches, self.work, prepared):
-            b.set_scalars(flags, scal)
-            counters(b, w, new_s)
+            flags, fixed = spec.fixed_scalars(h) if snap.scheduled else (snap.flags, snap.fixed)
+            b.set_scalars(flags | w.extra, fixed, snap.positions, spec.per_step(h, b.t, w.s))
+            if w.s is not None:
+                w.next_s = spec.advance(h, b.t, w.s)
+                self.counters(b, w, w.next_s)
         _kernels.run(self.batches, n_threads)
-        for b, w, (h, flags, scal, new_s) in zip(self.batches, self.work, prepared):
-            w.t += 1
-            w.s = new_s
+        for b, w in zip(self.batches, self.work):
             w.extra = 0  # SGD's first momentum step is taken
-            counters(b, w, new_s)
+            if w.s is not None:
+                w.s = w.next_s
+                self.counters(b, w, w.s)
+        self.common = all(w.s is None and not w.snap.scheduled for w in self.work)

@@ -129,7 +129,11 @@ def roofline(int dtype, cnp.ndarray ptr, cnp.ndarray offsets, int n_rw, int n_th
 # call, with no Python code in between, so a step is applied whole or not at
 # all (a KeyboardInterrupt is raised once it has returned).
 
-KIND_NUMPY, KIND_TORCH = 0, 1
+cdef enum:
+    _NUMPY = 0
+    _TORCH = 1
+
+KIND_NUMPY, KIND_TORCH = _NUMPY, _TORCH
 
 
 cdef inline bint _spans_hit(const uint64_t *s, const uint64_t *e, Py_ssize_t m,
@@ -180,12 +184,15 @@ cdef class Batch:
 
     objs[r*nbuf + k] is row r's buffer k (None for the gradient and unused
     slots); keys[k] its key in the row's state dict (None for p, g, unused).
-    counters: (key, expected, new) state values every row must hold before
-    the step and gets after it (NumPy rows: Python values in the dict).
-    packs: (key, array, positions, views, expected, new) for torch rows,
-    whose counters are 0-d views of one tensor per group (torch's
-    state['step'] layout): views[r] must still be the object in row r's
-    state dict and array[positions] (None: all of it) the expected value.
+    t: the step the rows take next; every row's state['step'] must be t - 1
+    (NumPy rows: an int in the dict; torch rows: step_pack), and run() writes
+    t and counts t on.  counters: other (key, expected, new) state values
+    every row must hold before the step and gets after it (NumPy rows:
+    Python values in the dict).  packs: (key, array, positions, views,
+    expected, new) for torch rows, whose counters are 0-d views of one
+    tensor per group (torch's state['step'] layout): views[r] must still be
+    the object in row r's state dict and array[positions] (None: all of it)
+    the expected value; step_pack is (array, positions, views) of 'step'.
     index[r] (NumPy rows): the row's position in the gradient list and its
     key in the state mapping.
     """
@@ -200,6 +207,9 @@ cdef class Batch:
     cdef readonly list objs, states, index, shapes
     cdef readonly tuple keys
     cdef public list counters, packs
+    cdef public long long t
+    cdef public object step_pack
+    cdef public bint has_step
     cdef readonly object dtype_obj
     cdef int typenum
 
@@ -210,9 +220,9 @@ cdef class Batch:
         self.n = len(states)
         if len(objs) != self.n * self.nbuf:
             raise ValueError("objs must have n * nbuf entries")
-        if kind == KIND_NUMPY and (index is None or len(index) != self.n):
+        if kind == _NUMPY and (index is None or len(index) != self.n):
             raise ValueError("NumPy rows need an index per row")
-        if kind == KIND_TORCH and (shapes is None or len(shapes) != self.n):
+        if kind == _TORCH and (shapes is None or len(shapes) != self.n):
             raise ValueError("torch rows need a shape per row")
         self.keys, self.objs, self.states, self.index, self.shapes = keys, objs, states, index, shapes
         self._ptr = np.array(ptrs, dtype=np.uint64).reshape(-1)
@@ -225,8 +235,9 @@ cdef class Batch:
         self.nb = <uint64_t *>cnp.PyArray_DATA(self._nb)
         self.off = <size_t *>cnp.PyArray_DATA(self._off)
         self.counters, self.packs = [], []
+        self.t, self.step_pack, self.has_step = 1, None, True
         self.dtype_obj = dtype_obj
-        self.typenum = cnp.PyArray_TYPE(<cnp.ndarray>objs[0]) if kind == KIND_NUMPY and self.n else -1
+        self.typenum = cnp.PyArray_TYPE(<cnp.ndarray>objs[0]) if kind == _NUMPY and self.n else -1
         self.nscal = 0
         self.flags = 0
 
@@ -235,13 +246,17 @@ cdef class Batch:
         """Elements of all rows."""
         return int(self.off[self.n])
 
-    def set_scalars(self, int flags, scal):
-        """The next call's flags and scalars (kernel order)."""
-        cdef Py_ssize_t k, m = len(scal)
+    def set_scalars(self, int flags, fixed, tuple positions=(), tuple step_values=()):
+        """The next call's flags and scalars: fixed (kernel order), with
+        step_values at positions."""
+        cdef Py_ssize_t k, m = len(fixed)
         if m > ADAPTOPT_MAX_NSCAL:
             raise ValueError(f"at most {ADAPTOPT_MAX_NSCAL} scalars")
+        for k in range(len(positions)):
+            self.sc[<Py_ssize_t>positions[k]] = step_values[k]
         for k in range(m):
-            self.sc[k] = scal[k]
+            if fixed[k] is not None:
+                self.sc[k] = fixed[k]
         self.nscal = m
         self.flags = flags
 
@@ -280,6 +295,10 @@ cdef class Batch:
                 if (<uint64_t>cnp.PyArray_DATA(a) != self.ptr[j + k]
                         or <uint64_t>cnp.PyArray_NBYTES(a) != self.nb[j + k]
                         or not cnp.PyArray_ISWRITEABLE(a)):
+                    return r
+            if self.has_step:
+                b = PyDict_GetItem(<object>st, "step")
+                if b == NULL or type(<object>b) is not int or <object>b != self.t - 1:
                     return r
             for c in self.counters:
                 if not _same(PyDict_GetItem(<object>st, c[0]), c[1]):
@@ -330,6 +349,10 @@ cdef class Batch:
                 if (<uint64_t>t.data_ptr() != self.ptr[j + k] or t.dtype is not dt
                         or <uint64_t>t.nbytes != self.nb[j + k]):
                     return r
+            if self.step_pack is not None:
+                b = PyDict_GetItem(st, "step")
+                if b == NULL or b != PyList_GET_ITEM(self.step_pack[2], r):
+                    return r
             for pk in self.packs:
                 b = PyDict_GetItem(st, pk[0])
                 if b == NULL or b != PyList_GET_ITEM(pk[3], r):
@@ -344,6 +367,9 @@ cdef class Batch:
             if _spans_hit(spans.s, spans.e, spans.m, lo, hi):
                 return r
             self.ptr[j + 1] = lo
+        if self.step_pack is not None and not _pack_holds(self.step_pack[0], self.step_pack[1],
+                                                          <double>(self.t - 1)):
+            return 0
         for pk in self.packs:
             if not _pack_holds(pk[1], pk[2], pk[4]):
                 return 0
@@ -396,18 +422,158 @@ def run(list batches, int n_threads):
     cdef Py_ssize_t r
     cdef int rc
     cdef tuple c, pk
+    cdef object t
     for b in batches:
-        with nogil:
+        if b.off[b.n] < 16384:  # a few microseconds at most: keep the GIL
             rc = adaptopt_step(b.algo, b.dtype, b.n, b.nbuf, <void **>b.ptr, b.off, b.sc,
                                b.nscal, b.flags, n_threads)
+        else:
+            with nogil:
+                rc = adaptopt_step(b.algo, b.dtype, b.n, b.nbuf, <void **>b.ptr, b.off, b.sc,
+                                   b.nscal, b.flags, n_threads)
         if rc != ADAPTOPT_OK:
             raise RuntimeError(f"adaptopt kernel {b.algo} rejected its arguments (code {rc})")
     for b in batches:
+        if b.kind == _NUMPY and b.has_step:
+            t = b.t
+            for r in range(b.n):
+                PyDict_SetItem(<object>PyList_GET_ITEM(b.states, r), "step", t)
+        if b.step_pack is not None:
+            _pack_write(b.step_pack[0], b.step_pack[1], <double>b.t)
         for c in b.counters:
             for r in range(b.n):
                 PyDict_SetItem(<object>PyList_GET_ITEM(b.states, r), c[0], c[2])
         for pk in b.packs:
             _pack_write(pk[1], pk[2], pk[5])
+        b.t += 1
+
+
+def check_numpy_all(list batches, grads, Spans spans, dict state_map):
+    """Batch.check_numpy over a plan: True when every batch passes."""
+    cdef Batch b
+    for b in batches:
+        if b.check_numpy(grads, spans, state_map) >= 0:
+            return False
+    return True
+
+
+def check_torch_all(list batches, Spans spans, strided):
+    """Batch.check_torch over a plan: True when every batch passes."""
+    cdef Batch b
+    for b in batches:
+        if b.check_torch(spans, strided) >= 0:
+            return False
+    return True
+
+
+def fast_check(plan, groups, grads, dict state_map):
+    """A plan of the NumPy front end is good for this step: the param groups
+    hold the same dicts, lists and parameters (plan.layout), each group the
+    same hyperparameter objects (plan.snaps, a mutable value also the same
+    contents), and every batch passes check_numpy.  Its counters are not
+    checked by this function's caller beyond what check_numpy does."""
+    cdef Batch b
+    cdef Spans spans = plan.spans.compiled
+    if not _layout_holds(plan.layout, groups) or not _snaps_hold(plan.snaps):
+        return False
+    for b in plan.batches:
+        if b.check_numpy(grads, spans, state_map) >= 0:
+            return False
+    return True
+
+
+def fast_check_torch(plan, groups, strided):
+    """fast_check for the torch front end (the gradients are p.grad)."""
+    cdef Batch b
+    cdef Spans spans = plan.spans.compiled
+    if not _layout_holds(plan.layout, groups) or not _snaps_hold(plan.snaps):
+        return False
+    for b in plan.batches:
+        if b.check_torch(spans, strided) >= 0:
+            return False
+    return True
+
+
+cdef bint _layout_holds(tuple layout, groups) except -1:
+    """_engine.same_layout in C."""
+    cdef list gdicts = layout[1], plists = layout[2], items = layout[3]
+    cdef Py_ssize_t i
+    cdef PyObject *v
+    if groups is not layout[0] or type(groups) is not list or not same_items(groups, gdicts):
+        return False
+    for i in range(PyList_GET_SIZE(gdicts)):
+        v = PyDict_GetItem(<object>PyList_GET_ITEM(gdicts, i), "params")
+        if v == NULL or v != PyList_GET_ITEM(plists, i) or type(<object>v) is not list:
+            return False
+        if not same_items(<list>v, <list>PyList_GET_ITEM(items, i)):
+            return False
+    return True
+
+
+cdef bint _snaps_hold(list snaps) except -1:
+    for snap in snaps:
+        group = snap.group
+        if len(group) != snap.size or not same_values(group, snap.keys, snap.values):
+            return False
+        if snap.frozen and not snap.holds(group):
+            return False
+    return True
+
+
+def fast_step(plan, groups, grads, dict state_map, int n_threads):
+    """The NumPy front end's whole common step in one call: 1 when it ran;
+    0 when the plan does not hold for these arguments (nothing done); 2 when
+    it holds but its scalars need Python (a schedule, scalar state): the
+    caller then runs plan.step."""
+    cdef Batch b
+    cdef Py_ssize_t i, n = len(grads), given = 0
+    for i in range(n):
+        given += grads[i] is not None
+    if given != plan.rows or not fast_check(plan, groups, grads, state_map):
+        return 0
+    if not plan.common:
+        return 2
+    plan_step(plan, n_threads)
+    return 1
+
+
+def fast_step_torch(plan, groups, list params, strided, int n_threads):
+    """fast_step for the torch front end: params are all the group's
+    parameters (the gradients are their .grad)."""
+    cdef Py_ssize_t i, given = 0
+    for i in range(PyList_GET_SIZE(params)):
+        given += (<object>PyList_GET_ITEM(params, i)).grad is not None
+    if given != plan.rows or not fast_check_torch(plan, groups, strided):
+        return 0
+    if not plan.common:
+        return 2
+    plan_step(plan, n_threads)
+    return 1
+
+
+def plan_step(plan, int n_threads):
+    """Plan.step for the common case (plan.common: no lr schedule, no scalar
+    state, no pending first-step flags): each batch's scalars from its
+    group's snapshot, then every kernel and counter."""
+    cdef Batch b
+    cdef Py_ssize_t i, k
+    cdef list batches = plan.batches, snaps = plan.snaps_of
+    cdef tuple positions, values
+    for i in range(PyList_GET_SIZE(batches)):
+        b = <Batch>PyList_GET_ITEM(batches, i)
+        snap = <object>PyList_GET_ITEM(snaps, i)
+        fixed = snap.fixed
+        positions = snap.positions
+        values = snap.spec.per_step(snap.hyper, b.t, None)
+        for k in range(len(fixed)):
+            v = fixed[k]
+            if v is not None:
+                b.sc[k] = v
+        for k in range(len(positions)):
+            b.sc[<Py_ssize_t>positions[k]] = values[k]
+        b.nscal = len(fixed)
+        b.flags = snap.flags
+    run(batches, n_threads)
 
 
 def none_mask(grads):

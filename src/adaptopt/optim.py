@@ -35,34 +35,32 @@ def _address(a):
 
 
 def _counters(batch, work, new_s):
-    """A NumPy batch's counters: the state values its rows hold before the
+    """A NumPy batch's scalar-state counters: what its rows hold before the
     step and get after it."""
-    c = [("step", work.t - 1, work.t)]
-    if work.s:
-        c += [(k, work.s[k], new_s[k]) for k in work.s]
-    batch.counters = c
+    batch.counters = [(k, work.s[k], new_s[k]) for k in work.s]
 
 
 class _Fast(_base.Optimizer):
     def _step_fast(self, grads):
-        if type(grads) is not list and type(grads) is not tuple:
+        plan = self._last
+        if plan is None or (type(grads) is not list and type(grads) is not tuple):
             return False
-        plans = self._plans
-        if not plans or type(self.state) is not dict or len(grads) != len(self._params):
+        state = self.state
+        if type(state) is not dict or len(grads) != len(self._params):
             return False
-        plan = plans.get(_kernels.none_mask(grads))
-        if plan is None or not _engine.same_layout(self._layout, self.param_groups):
-            return False
-        for w in plan.work:
-            if not w.snap.holds(w.snap.group):
+        done = _kernels.fast_step(plan, self.param_groups, grads, state,
+                                  resolve_threads(self.n_threads))
+        if not done:  # another subset's plan, or one whose counts other plans moved
+            plan = self._plans.get(_kernels.none_mask(grads))
+            if plan is None or not plan.resync(self._read_counters):
                 return False
-        spans, state = plan.spans.compiled, self.state
-        if not all(b.check_numpy(grads, spans, state) < 0 for b in plan.batches):
-            # another plan may have stepped some of these parameters: recount, check again
-            if not plan.resync(self._read_counters, _counters) or not all(
-                    b.check_numpy(grads, spans, state) < 0 for b in plan.batches):
+            done = _kernels.fast_step(plan, self.param_groups, grads, state,
+                                      resolve_threads(self.n_threads))
+            if not done:
                 return False
-        plan.run(plan.prepare(), resolve_threads(self.n_threads), _counters)
+            self._last = plan
+        if done == 2:
+            plan.step(resolve_threads(self.n_threads))
         return True
 
     def _read_counters(self, batch):
@@ -78,23 +76,24 @@ class _Fast(_base.Optimizer):
 
     def _apply(self, grads, snaps, resolved, batches):
         spec = self.spec
-        plan = _engine.Plan(None)
+        plan = _engine.Plan(_counters)
         for (gi, dtype, t, s, first), idx in batches.items():
             h = resolved[gi, t]
             for i in idx:  # buffers the first gradient fills (SGD's momentum)
                 for name in first:
                     self.state[i][name] = np.empty_like(self._params[i])
             extra = _kernels.flag_bits(spec.kernel, spec.first_flag) if first else 0
-            plan.add(self._batch(idx, spec.buffers(h), dtype),
-                     _engine.Work(snaps[gi], t, dict(s) if s else None, extra, h))
+            b = self._batch(idx, spec.buffers(h), dtype)
+            b.t = t
+            plan.add(b, _engine.Work(snaps[gi], dict(s) if s else None, extra, h))
         plan.spans = self._owned_spans(self._params, self.state)
-        for b in plan.batches:
-            if b.check_numpy(grads, plan.spans.compiled, self.state) >= 0:
-                raise RuntimeError("adaptopt: a validated step failed the engine's check")
-        plan.run(plan.prepare(), resolve_threads(self.n_threads), _counters)
+        plan.layout = self._layout
+        if not _kernels.check_numpy_all(plan.batches, grads, plan.spans.compiled, self.state):
+            raise RuntimeError("adaptopt: a validated step failed the engine's check")
+        plan.step(resolve_threads(self.n_threads))
         if len(self._plans) >= _MAX_PLANS:
             self._plans.clear()
-        self._plans[_kernels.none_mask(grads)] = plan
+        self._plans[_kernels.none_mask(grads)] = self._last = plan
 
     def _batch(self, idx, names, dtype):
         """The compiled Batch of parameters idx with state buffers names."""

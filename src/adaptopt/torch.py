@@ -47,6 +47,8 @@ import threading
 
 import numpy as np
 
+from torch.optim import optimizer as _optimizer_hooks
+
 from . import _engine, _kernels
 from ._config import resolve_threads
 from .algorithms import SPECS
@@ -234,9 +236,8 @@ def _span(t):
 
 
 def _counters(batch, work, new_s):
-    """A torch batch's counters: its packs' expected and new values."""
-    batch.packs = [pk[:4] + ((work.t - 1, work.t) if pk[0] == "step" else
-                             (work.s[pk[0]], new_s[pk[0]])) for pk in batch.packs]
+    """A torch batch's scalar-state counters: its packs' expected and new values."""
+    batch.packs = [pk[:4] + (work.s[pk[0]], new_s[pk[0]]) for pk in batch.packs]
 
 
 # --------------------------------------------------------------------------
@@ -249,7 +250,7 @@ class _Fused:
         self.n_threads = n_threads
         self._lock = threading.RLock()
         self._plans, self._packs, self._snaps = {}, {}, {}
-        self._layout = self._stamp = None
+        self._layout = self._stamp = self._last = None
         self._flat = []
         self.state = _State(self.state)
 
@@ -274,6 +275,7 @@ class _Fused:
             raise
         if getattr(self, "_plans", None) is not None:
             self._plans.clear()
+            self._last = None
 
     def _clean(self, group, where=""):
         """The group's hyperparameters as plain values for the Spec's checks
@@ -360,7 +362,6 @@ class _Fused:
         """The per-parameter counters torch keeps as 0-d tensors."""
         return (("step",) if self._has_step else ()) + tuple(self.spec.scalar_state)
 
-    @torch.no_grad()
     def step(self, closure=None):
         """Perform a single optimization step.
 
@@ -368,42 +369,67 @@ class _Fused:
             closure (Callable, optional): A closure that reevaluates the model
                 and returns the loss (called under ``torch.enable_grad()``).
         """
+        # torch's step wrapper, without a profiler range unless a profiler runs
+        if torch.autograd._profiler_enabled():
+            with torch.autograd.profiler.record_function(
+                    f"Optimizer.step#{type(self).__name__}.step"):
+                return self._hooked_step(closure)
+        return self._hooked_step(closure)
+
+    step.hooked = True  # torch.optim.Optimizer must not wrap it again
+
+    def _hooked_step(self, closure):
+        """torch's step hooks (global and the optimizer's), around the step."""
+        args, kwargs = ((self,) if closure is None else (self, closure)), {}
+        for hook in (*_optimizer_hooks._global_optimizer_pre_hooks.values(),
+                     *self._optimizer_step_pre_hooks.values()):
+            result = hook(self, args, kwargs)
+            if result is not None:
+                if not (isinstance(result, tuple) and len(result) == 2):
+                    raise RuntimeError(f"{type(self).step} must return None or a tuple of "
+                                       f"(new_args, new_kwargs), but got {result}.")
+                args, kwargs = result
+        closure = kwargs.get("closure", args[1] if len(args) > 1 else None)
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
         with self._lock:
-            plan = self._current_plan()
-            if plan is None:
+            threads = resolve_threads(self.n_threads)
+            done = self._fast_step(threads)
+            if not done:
                 plan = self._build()
-            plan.run(plan.prepare(), resolve_threads(self.n_threads), _counters)
+                plan.step(threads)
+        self._optimizer_step_code()
+        for hook in (*self._optimizer_step_post_hooks.values(),
+                     *_optimizer_hooks._global_optimizer_post_hooks.values()):
+            hook(self, args, kwargs)
         return loss
 
     # --- the engine ------------------------------------------------------------
-    def _current_plan(self):
-        """The cached plan for this step, if everything it holds is unchanged."""
-        state = self.state
-        if (not self._plans or type(state) is not _State or state.stamp is not self._stamp
-                or not _engine.same_layout(self._layout, self.param_groups)):
-            return None
-        plan = self._plans.get(_kernels.grad_mask(self._flat))
-        if plan is None:
-            return None
-        for w in plan.work:
-            if not w.snap.holds(w.snap.group):
-                return None
-        spans, strided = plan.spans.compiled, torch.strided
-        if not all(b.check_torch(spans, strided) < 0 for b in plan.batches):
-            # another plan may have stepped some of these parameters: recount, check again
-            if not plan.resync(self._read_counters, _counters) or not all(
-                    b.check_torch(spans, strided) < 0 for b in plan.batches):
-                return None
-        return plan
+    def _fast_step(self, threads):
+        """Step from a cached plan if everything it holds is unchanged: True if it ran."""
+        state, plan = self.state, self._last
+        if plan is None or type(state) is not _State or state.stamp is not self._stamp:
+            return False
+        groups, strided = self.param_groups, torch.strided
+        done = _kernels.fast_step_torch(plan, groups, self._flat, strided, threads)
+        if not done:  # another subset's plan, or one whose counts other plans moved
+            plan = self._plans.get(_kernels.grad_mask(self._flat))
+            if plan is None or not plan.resync(self._read_counters):
+                return False
+            done = _kernels.fast_step_torch(plan, groups, self._flat, strided, threads)
+            if not done:
+                return False
+            self._last = plan
+        if done == 2:
+            plan.step(threads)
+        return True
 
     def _read_counters(self, batch):
         """(step to take, scalar state) shared by the batch's rows, or None."""
         now = {}
-        for pk in batch.packs:
+        for pk in ([("step",) + tuple(batch.step_pack)] if batch.step_pack else []) + batch.packs:
             vals = pk[1] if pk[2] is None else pk[1][pk[2]]
             if vals.size and not (vals == vals[0]).all():
                 return None
@@ -469,28 +495,26 @@ class _Fused:
             s = tuple((key, float(st[key].item())) for key in self.spec.scalar_state)
             key = (gi, p.dtype, t, s, p in first)
             batches.setdefault(key, []).append(p)
-        plan = _engine.Plan(None)
+        plan = _engine.Plan(_counters)
         for (gi, dtype, t, s, is_first), ps in batches.items():
             h = steps[gi, t]
             extra = _kernels.flag_bits(self.spec.kernel, self.spec.first_flag) if is_first else 0
             b = self._batch(ps, self.spec.buffers(h), dtype, packs[gi])
-            w = _engine.Work(snaps[gi], t, dict(s) or None, extra, h)
-            _counters(b, w, w.s)  # what the check below expects
-            plan.add(b, w)
+            b.t = t
+            plan.add(b, _engine.Work(snaps[gi], dict(s) or None, extra, h))
         owned = [_span(p) + ("", p) for g in groups for p in g["params"]]
         for gi, k, p in rows:
             owned += [_span(v) + ("", v) for v in self.state[p].values()
                       if isinstance(v, torch.Tensor) and v.dim() > 0]
         plan.spans = _engine.sorted_spans(owned)
-        self._layout = _engine.layout_of(groups)
+        self._layout = plan.layout = _engine.layout_of(groups)
         self._flat = [p for g in groups for p in g["params"]]
         self._stamp = self.state.stamp
-        for b in plan.batches:
-            if b.check_torch(plan.spans.compiled, torch.strided) >= 0:
-                raise RuntimeError("adaptopt: a validated step failed the engine's check")
+        if not _kernels.check_torch_all(plan.batches, plan.spans.compiled, torch.strided):
+            raise RuntimeError("adaptopt: a validated step failed the engine's check")
         if len(self._plans) >= _MAX_PLANS:
             self._plans.clear()
-        self._plans[_kernels.grad_mask(self._flat)] = plan
+        self._plans[_kernels.grad_mask(self._flat)] = self._last = plan
         return plan
 
     def _check_state(self, gi, k, p, h):
@@ -610,8 +634,12 @@ class _Fused:
         for key, (arr, pos, views, base) in packs.items():
             idx = [pos[id(p)] for p in ps]
             positions = None if idx == list(range(len(arr))) else np.array(idx, dtype=np.intp)
-            bp.append((key, arr, positions, [views[i] for i in idx], 0.0, 0.0))
+            if key == "step":
+                b.step_pack = (arr, positions, [views[i] for i in idx])
+            else:
+                bp.append((key, arr, positions, [views[i] for i in idx], 0.0, 0.0))
         b.packs = bp
+        b.has_step = self._has_step
         return b
 
 
@@ -630,8 +658,6 @@ def _make(spec):
         self._plans = None  # add_param_group runs inside torch's __init__
         base.__init__(self, *args, **kwargs)
         self._adaptopt_init(n_threads)
-        if spec.eager_state:  # torch made the state: make sure it is ours to check
-            self._plans = {}
 
     __init__.__signature__ = new_sig
     doc = (f"torch.optim.{spec.torch} with adaptopt's fused CPU kernel.\n\n"
