@@ -6,8 +6,9 @@ read as the math) and its :class:`~adaptopt._spec.Spec`.
 classes from it.
 """
 
-from . import adagrad, adam, rmsprop, sgd
+from . import adadelta, adagrad, adam, asgd, rmsprop, rprop, sgd
 
-SPECS = (adam.ADAM, adam.ADAMW, adagrad.ADAGRAD, rmsprop.RMSPROP, sgd.SGD)
+SPECS = (adam.ADAM, adam.ADAMW, adagrad.ADAGRAD, rmsprop.RMSPROP, sgd.SGD,
+         adadelta.ADADELTA, rprop.RPROP, asgd.ASGD)
 
 __all__ = ["SPECS"]
