@@ -6,9 +6,9 @@ read as the math) and its :class:`~adaptopt._spec.Spec`.
 classes from it.
 """
 
-from . import adadelta, adagrad, adam, asgd, rmsprop, rprop, sgd
+from . import adadelta, adafactor, adagrad, adam, asgd, rmsprop, rprop, sgd
 
 SPECS = (adam.ADAM, adam.ADAMW, adagrad.ADAGRAD, rmsprop.RMSPROP, sgd.SGD,
-         adadelta.ADADELTA, rprop.RPROP, asgd.ASGD)
+         adadelta.ADADELTA, rprop.RPROP, asgd.ASGD, adafactor.ADAFACTOR)
 
 __all__ = ["SPECS"]
