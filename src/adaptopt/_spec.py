@@ -73,8 +73,10 @@ class Spec:
         self.step_flags = step_flags or (lambda h, t, s: ())
         self.entry = entry                # non-elementwise: its C entry point (see above)
         self.state_shapes = state_shapes
-        info = _kernel_info(kernel) if entry is None else dict(entry, code=None,
-                                                               buffers=("p", "g") + tuple(entry["buffers"]))
+        if entry is None:
+            info = _kernel_info(kernel)
+        else:
+            info = dict(entry, code=None, buffers=("p", "g") + tuple(entry["buffers"]))
         self.kernel_buffers = info["buffers"][2:]   # after p and g
         self.kernel_scalars = info["scalars"]
         self.kernel_flags = info["flags"]
