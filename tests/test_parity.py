@@ -43,7 +43,7 @@ SIZES = [0, 1, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33, 1000003]
 
 def sizes(name, dtype):
     """SIZES and the algorithm's serial/parallel threshold (per dtype) +-1."""
-    algo = _kernels.ALGOS[getattr(adaptopt, name)._algo]
+    algo = getattr(adaptopt, name).spec.code
     t = _kernels.get_threshold(algo, 0 if dtype == np.float32 else 1)
     assert t > 1
     return sorted({*SIZES, t - 1, t, t + 1})

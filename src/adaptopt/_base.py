@@ -1,15 +1,19 @@
-"""What the fast optimizers and their NumPy reference twins share.
+"""The NumPy front end: param groups, state, validation and ``state_dict``.
 
-Param groups, hyperparameter and gradient validation, per-parameter state,
-``state_dict``.  Subclasses supply the algorithm: ``_hyper`` (the checks of
-each hyperparameter), ``_buffers(group)`` (the state buffers, in kernel
-order), ``_init_buffer`` and ``_apply`` (the update of one batch of arrays).
+:class:`Optimizer` is shared by the reference classes (``adaptopt.reference``,
+which update each array with the algorithm's NumPy step) and the fast ones
+(``adaptopt``, which hand batches to the compiled engine).  Both validate
+in the same place, so they raise the same errors.
 
-Everything a call can reject is checked before anything is changed, so a
-failing call leaves parameters, state and gradients exactly as they were.
+``param_groups`` and ``state`` are the source of truth, as in torch.optim:
+every step works from what they hold at that moment.  A parameter or state
+buffer replaced by the user is used if it is valid and rejected with an
+error naming it if not; a parameter moved to another position (a group
+deleted, a list reordered) keeps its state.  Everything a call can reject
+is checked before anything changes, so a failing call leaves parameters,
+state and gradients exactly as they were.
 """
 
-import bisect
 import copy
 import math
 import numbers
@@ -17,108 +21,12 @@ import threading
 
 import numpy as np
 
+from . import _engine
 from ._config import resolve_threads
 
 __all__ = ["Optimizer"]
 
 SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-
-
-# --- hyperparameter checks: each takes (name, value), returns the clean value
-def _real(lo=0.0, hi=None):
-    """A finite real number in [lo, hi) (hi=None: no upper bound)."""
-
-    def check(name, value):
-        if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-            raise TypeError(f"{name} must be a real number, got {value!r}")
-        value = float(value)
-        if not math.isfinite(value):
-            raise ValueError(f"{name} must be finite, got {value!r}")
-        if value < lo:
-            raise ValueError(f"{name} must be >= {lo}, got {value!r}")
-        if hi is not None and value >= hi:
-            raise ValueError(f"{name} must be < {hi}, got {value!r}")
-        return value
-
-    return check
-
-
-nonneg = _real(0.0)
-unit = _real(0.0, 1.0)
-finite = _real(-math.inf)
-
-
-def flag(name, value):
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be True or False, got {value!r}")
-    return bool(value)
-
-
-def learning_rate(name, value):
-    """A non-negative number, or a schedule: a callable ``lr(step)``."""
-    return value if callable(value) else nonneg(name, value)
-
-
-def betas(name, value):
-    if not isinstance(value, (tuple, list)) or len(value) != 2:
-        raise TypeError(f"{name} must be a pair (beta1, beta2), got {value!r}")
-    return (unit(f"{name}[0]", value[0]), unit(f"{name}[1]", value[1]))
-
-
-def _describe(a):
-    return f"{type(a).__name__}" if not isinstance(a, np.ndarray) else (
-        f"array of dtype {a.dtype} and shape {a.shape}")
-
-
-def check_param(name, p):
-    if not isinstance(p, np.ndarray):
-        raise TypeError(f"{name} must be a NumPy array, got {_describe(p)}")
-    if p.dtype not in SUPPORTED_DTYPES:
-        raise TypeError(f"{name} has unsupported dtype {p.dtype}: adaptopt "
-                        "updates native-endian float32 and float64 arrays")
-    if not p.flags.c_contiguous:
-        raise ValueError(f"{name} must be C-contiguous (no silent copy is made); "
-                         "use np.ascontiguousarray and pass the copy")
-    if not p.flags.aligned:
-        raise ValueError(f"{name} is not aligned to its dtype's size (e.g. a view at an odd "
-                         "byte offset); pass an aligned copy")
-    if not p.flags.writeable:
-        raise ValueError(f"{name} is read-only: parameters are updated in place")
-    return p
-
-
-class ParamGroup(dict):
-    """A param group: a dict that counts its changes.
-
-    The optimizer re-checks a group's hyperparameters when its version
-    moved, so an unchanged group costs nothing per step while a change made
-    between steps (``group["lr"] = ...``) is checked at the next one."""
-
-    __slots__ = ("version",)
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.version = 0
-
-    def _touch(name):
-        method = getattr(dict, name)
-
-        def changed(self, *args, **kwargs):
-            self.version += 1
-            return method(self, *args, **kwargs)
-
-        changed.__name__ = name
-        return changed
-
-    for _name in ("__setitem__", "__delitem__", "__ior__", "update", "setdefault", "pop",
-                  "popitem", "clear"):
-        locals()[_name] = _touch(_name)
-    del _name, _touch
-
-    def __reduce__(self):
-        return (ParamGroup, (dict(self),))
-
-
 STAGGER_MIN_BYTES = 32 << 20
 STAGGER_BYTES = (256 << 10) + 192
 
@@ -143,26 +51,79 @@ def staggered_copy(buf, k):
     return out
 
 
+def _describe(a):
+    return (f"array of dtype {a.dtype} and shape {a.shape}" if isinstance(a, np.ndarray)
+            else type(a).__name__)
+
+
 def _span(a):
     start = a.__array_interface__["data"][0]
     return start, start + a.nbytes
 
 
+def check_param(name, p):
+    if not isinstance(p, np.ndarray):
+        raise TypeError(f"{name} must be a NumPy array, got {_describe(p)}")
+    if p.dtype not in SUPPORTED_DTYPES:
+        raise TypeError(f"{name} has unsupported dtype {p.dtype}: adaptopt "
+                        "updates native-endian float32 and float64 arrays")
+    if not p.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous (no silent copy is made); "
+                         "use np.ascontiguousarray and pass the copy")
+    if not p.flags.aligned:
+        raise ValueError(f"{name} is not aligned to its dtype's size (e.g. a view at an odd "
+                         "byte offset); pass an aligned copy")
+    if not p.flags.writeable:
+        raise ValueError(f"{name} is read-only: parameters are updated in place")
+    return p
+
+
+def check_buffer(name, b, p):
+    """A state buffer the kernel may write: p's dtype and shape, C-contiguous,
+    aligned, writeable."""
+    if not isinstance(b, np.ndarray) or b.dtype != p.dtype or b.shape != p.shape:
+        raise ValueError(f"{name} must be an array of dtype {p.dtype} and shape {p.shape}, "
+                         f"got {_describe(b)}")
+    if not (b.flags.c_contiguous and b.flags.aligned and b.flags.writeable):
+        raise ValueError(f"{name} must be a C-contiguous, aligned, writeable array (it is "
+                         "updated in place), got one with flags "
+                         f"c_contiguous={b.flags.c_contiguous}, aligned={b.flags.aligned}, "
+                         f"writeable={b.flags.writeable}")
+
+
+def check_step(name, step):
+    """A state's step count: a whole number >= 0 (NumPy scalars accepted)."""
+    step = step.item() if isinstance(step, (np.ndarray, np.generic)) and step.size == 1 else step
+    if isinstance(step, bool) or not isinstance(step, numbers.Real) or not (
+            math.isfinite(step) and step >= 0 and float(step).is_integer()):
+        raise ValueError(f"{name} must be a finite non-negative whole number, got {step!r}")
+    return int(step)
+
+
+def check_real(name, v):
+    """A finite real number (a 1-element array accepted), as a float."""
+    v = v.item() if isinstance(v, (np.ndarray, np.generic)) and v.size == 1 else v
+    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
+        raise ValueError(f"{name} must be a finite real number, got {v!r}")
+    return float(v)
+
+
 class Optimizer:
     """Base class: param groups, state and validation; not used directly."""
 
-    _hyper = {}        # name -> check(name, value); the order is the signature's
-    _defaults = {}     # name -> default value
+    spec = None        # the algorithm's Spec (adaptopt._spec)
 
     def __init__(self, params, defaults, n_threads=None):
         resolve_threads(n_threads)
-        self.defaults = {k: self._hyper[k](k, v) for k, v in defaults.items()}
+        self.defaults = self.spec.checked(dict(defaults), type(self).__name__)
         self.n_threads = n_threads
         self.param_groups = []
         self.state = {}
-        self._hyper_cache = {}
         self._lock = threading.RLock()
         self._params = []
+        self._layout = None          # what the last validated step saw (see _layout_now)
+        self._snaps = {}
+        self._plans = {}
         if isinstance(params, np.ndarray):
             raise TypeError("params must be a sequence of arrays or of dicts, got a "
                             "single array: wrap it in a list")
@@ -177,15 +138,14 @@ class Optimizer:
         """Pickle and deepcopy: everything but the lock and the caches."""
         with self._lock:
             state = dict(self.__dict__)
-        for k in ("_lock", "_hyper_cache", "_spans", "_tables", "_plan"):
+        for k in ("_lock", "_snaps", "_plans", "_layout"):
             state.pop(k, None)
         return state
 
     def __setstate__(self, state):
         self.__dict__.update(state)
         self._lock = threading.RLock()
-        self._hyper_cache = {}
-        self._changed()
+        self._snaps, self._plans, self._layout = {}, {}, None
 
     def __repr__(self):
         lines = [f"{type(self).__name__} ("]
@@ -195,76 +155,144 @@ class Optimizer:
         return "\n".join(lines + [")"])
 
     # --- groups
-    def _check_group(self, group):
-        """Return the group's hyperparameters, checked and cleaned."""
-        unknown = set(group) - set(self._hyper) - {"params"}
-        if unknown:
-            raise ValueError(f"unknown hyperparameter(s) {sorted(unknown)} for "
-                             f"{type(self).__name__}; known: {list(self._hyper)}")
-        missing = [k for k in self._hyper if k not in group]
-        if missing:
-            raise ValueError(f"param group is missing hyperparameter(s) {missing}")
-        return {k: check(k, group[k]) for k, check in self._hyper.items()}
-
     def add_param_group(self, group):
-        """Add a dict ``{"params": [...], hyperparameter: value, ...}``."""
+        """Add a dict ``{"params": [...], hyperparameter: value, ...}``.
+
+        Missing hyperparameters are taken from ``defaults``; everything is
+        checked first (a failure adds nothing)."""
         with self._lock:
+            params = self._sync()  # the current parameters, validated
             if not isinstance(group, dict):
                 raise TypeError(f"param group must be a dict, got {type(group).__name__}")
             if "params" not in group:
                 raise ValueError("param group has no 'params' entry")
-            params = group["params"]
-            params = [params] if isinstance(params, np.ndarray) else list(params)
-            if not params:
+            new = group["params"]
+            new = [new] if isinstance(new, np.ndarray) else list(new)
+            if not new:
                 raise ValueError("param group 'params' is empty")
-            base = len(self._params)
-            for k, p in enumerate(params):
+            base = len(params)
+            for k, p in enumerate(new):
                 check_param(f"params[{base + k}]", p)
-            self._check_no_overlap(self._params + params, "params")
-            new = ParamGroup({**self.defaults, **group, "params": params})
-            self._check_group(new)
-            self.param_groups.append(new)
-            self._params.extend(params)
-            self._changed()
+            group = {**self.defaults, **group, "params": new}
+            self.spec.checked(group, type(self).__name__)
+            self._owned_spans(params + new, self.state)  # no array may overlap another
+            self.param_groups.append(group)
+            self._sync()
+            if self.spec.eager_state:  # torch's Adagrad makes its state here
+                h = self.spec.checked(group, type(self).__name__)
+                for i in range(base, base + len(new)):
+                    self._ensure_state(i, h)
 
-    @staticmethod
-    def _check_no_overlap(arrays, what):
-        spans = sorted((*_span(a), i) for i, a in enumerate(arrays) if a.size)
-        for (s0, e0, i0), (s1, e1, i1) in zip(spans, spans[1:]):
-            if s1 < e0:
-                i, j = sorted((i0, i1))
-                raise ValueError(f"{what}[{i}] and {what}[{j}] share memory"
-                                 + (" (the same array twice)" if arrays[i] is arrays[j] else ""))
+    # --- the structure: which parameters there are, and in which order
+    def _sync(self):
+        """The flat list of parameters param_groups holds now, validated.
 
-    def _changed(self):
-        """Params or state buffers were added or replaced."""
-        self._spans = None
-
-    def _owned_spans(self):
-        """Memory spans of every param and state buffer, sorted (cached):
-        (starts, spans) for bisect, and the same starts and ends as uint64
-        arrays for _kernels.gather."""
-        if self._spans is None:
-            spans = [_span(p) + (f"params[{i}]",) for i, p in enumerate(self._params) if p.size]
+        When the groups or their lists were edited since the last call,
+        state follows its parameter: a parameter that moved keeps its state
+        under its new position, and the state of one no longer there is
+        dropped.  Raises (changing nothing) if a group or parameter is invalid."""
+        layout = self._layout
+        groups = self.param_groups
+        if layout is not None and _engine.same_layout(layout, groups):
+            return self._params
+        if not isinstance(groups, list):
+            raise TypeError(f"param_groups must be a list of dicts, got {type(groups).__name__}")
+        params = []
+        for gi, g in enumerate(groups):
+            if not isinstance(g, dict) or not isinstance(g.get("params"), list):
+                raise TypeError(f"param_groups[{gi}] must be a dict whose 'params' is a list")
+            for p in g["params"]:
+                check_param(f"params[{len(params)}]", p)
+                params.append(p)
+        old = self._params
+        if layout is not None and len(params) == len(old) and all(
+                a is b for a, b in zip(params, old)):
+            pass  # the same parameters in the same order: nothing moves
+        elif old:
+            where = {id(p): i for i, p in enumerate(params)}
+            moved = {}
             for i, st in self.state.items():
-                spans += [_span(b) + (f"state[{i}][{k!r}]",) for k, b in st.items()
-                          if isinstance(b, np.ndarray) and b.size]
-            spans.sort()
-            starts = [s for s, _, _ in spans]
-            self._spans = (starts, spans, np.array(starts, dtype=np.uint64),
-                           np.array([e for _, e, _ in spans], dtype=np.uint64))
-        return self._spans
+                if isinstance(i, int) and 0 <= i < len(old) and id(old[i]) in where:
+                    moved[where[id(old[i])]] = st
+            self.state = moved
+        self._owned_spans(params, self.state)
+        self._params = params
+        self._layout = _engine.layout_of(groups)
+        self._plans.clear()
+        return params
 
-    # --- gradients
-    def _check_grads(self, grads):
-        params = self._params
+    def _owned_spans(self, params, state):
+        """The memory the optimizer writes, sorted (an _engine.Spans);
+        ValueError naming two arrays that overlap."""
+        spans = [_span(p) + (f"params[{i}]", p) for i, p in enumerate(params)]
+        for i, st in state.items():
+            if isinstance(st, dict):
+                spans += [_span(b) + (f"state[{i}][{k!r}]", b) for k, b in st.items()
+                          if isinstance(b, np.ndarray)]
+        return _engine.sorted_spans(spans)
+
+    # --- one step
+    def step(self, grads):
+        """Update every parameter whose gradient is not None, in place.
+
+        ``grads`` has one entry per parameter, in the order the parameters
+        are held (over all groups).  Thread-safe: concurrent calls on one
+        optimizer are serialised by a lock.
+        """
+        with self._lock:
+            if not self._step_fast(grads):
+                self._step_general(grads)
+
+    def _step_fast(self, grads):
+        """A shortcut for the common case; False: take the general path."""
+        return False
+
+    def _snapshot(self, gi):
+        """Group gi's checked hyperparameters, re-checked when a value changed."""
+        group = self.param_groups[gi]
+        snap = self._snaps.get(gi)
+        if snap is None or snap.group is not group or not snap.holds(group):
+            snap = self._snaps[gi] = _engine.Snapshot(self.spec, group, type(self).__name__)
+        return snap
+
+    def _step_general(self, grads):
+        params = self._sync()
+        grads = self._check_grads(grads, params)
+        spec = self.spec
+        snaps = [self._snapshot(gi) for gi in range(len(self.param_groups))]
+        rows, base = [], 0  # (group index, parameter index, step to take)
+        for gi, group in enumerate(self.param_groups):
+            for i in range(base, base + len(group["params"])):
+                if grads[i] is not None:
+                    self._check_state(i, snaps[gi].hyper)
+                    rows.append((gi, i, check_step("", self.state.get(i, {}).get("step", 0)) + 1))
+            base += len(group["params"])
+        resolved = {}  # schedules run before anything changes
+        for gi, i, t in rows:
+            if (gi, t) not in resolved:
+                resolved[gi, t] = snaps[gi].resolved(t)
+        batches = {}  # (group, dtype, step, scalar state, first buffers) -> indices
+        for gi, i, t in rows:
+            h, st = resolved[gi, t], self.state.get(i, {})
+            s = {k: float(st[k]) if k in st else float(init(h))
+                 for k, init in spec.scalar_state.items()} or None
+            first = tuple(k for k in spec.buffers(h) if k not in st and spec.init.get(k) == "grad")
+            key = (gi, params[i].dtype, t, tuple(s.items()) if s else None, first)
+            batches.setdefault(key, []).append(i)
+        # nothing changes above this line
+        for (gi, _, t, _, _), idx in batches.items():
+            for i in idx:
+                self._ensure_state(i, resolved[gi, t])
+        self._apply(grads, snaps, resolved, batches)
+
+    def _check_grads(self, grads, params):
         if isinstance(grads, np.ndarray) or not isinstance(grads, (list, tuple)):
             raise TypeError("grads must be a list or tuple with one array (or None) per "
                             f"parameter, got {_describe(grads)}")
         if len(grads) != len(params):
             raise ValueError(f"grads has {len(grads)} entries, the optimizer has "
                              f"{len(params)} parameters")
-        starts, spans = self._owned_spans()[:2]
+        spans = self._owned_spans(params, self.state)
         for i, (p, g) in enumerate(zip(params, grads)):
             if g is None:
                 continue
@@ -280,103 +308,50 @@ class Optimizer:
             if not g.flags.aligned:
                 raise ValueError(f"grads[{i}] is not aligned to its dtype's size; pass an "
                                  "aligned copy")
-            if g.size:
-                s, e = _span(g)
-                k = bisect.bisect_left(starts, e)  # spans starting before g ends
-                if k and spans[k - 1][1] > s:
-                    raise ValueError(f"grads[{i}] shares memory with {spans[k - 1][2]}: "
-                                     "pass a separate gradient array")
-                # An earlier span may be long enough to cover g although the
-                # one just before it does not: only possible for overlapping
-                # spans, which _check_no_overlap rules out among params, and
-                # state buffers are fresh allocations.
+            hit = spans.find(*_span(g))
+            if hit is not None:
+                raise ValueError(f"grads[{i}] shares memory with {hit}: "
+                                 "pass a separate gradient array")
         return grads
 
-    # --- stepping
-    def step(self, grads):
-        """Update every parameter whose gradient is not None, in place.
-
-        ``grads`` has one entry per parameter, in the order the parameters
-        were given (over all groups).  Thread-safe: concurrent calls on one
-        optimizer are serialised by a lock.
-        """
-        with self._lock:
-            if not self._step_fast(grads):
-                self._step_general(grads)
-
-    def _step_fast(self, grads):
-        """A shortcut for the common case; False: take the general path."""
-        return False
-
-    def _step_general(self, grads):
-        grads = self._check_grads(grads)
-        plans = []
-        base = 0
-        for gi, group in enumerate(self.param_groups):
-            hyper = self._hyper_of(gi)
-            n = len(group["params"])
-            batches = {}  # step number -> indices stepping to it
-            for i in range(base, base + n):
-                if grads[i] is not None:
-                    st = self.state.get(i)
-                    batches.setdefault((st["step"] if st else 0) + 1, []).append(i)
-            for step, idx in batches.items():
-                plans.append((self._resolve_lr(hyper, step), step, idx))
-            base += n
-        for hyper, step, idx in plans:
-            for i in idx:
-                self._ensure_state(i, hyper)
-            self._apply(hyper, step, idx, grads)
-            for i in idx:
-                self.state[i]["step"] = step
-
-    def _hyper_of(self, gi):
-        """Group gi's checked hyperparameters, re-checked when the group changed.
-
-        The checked values are written back (a list becomes a tuple, an int
-        a float), so no mutable value hides a change from the version."""
-        group = self.param_groups[gi]
-        cached = self._hyper_cache.get(gi)
-        version = getattr(group, "version", None)  # None: a plain dict put there by hand
-        if cached is not None and cached[0] is group and version is not None and cached[1] == version:
-            return cached[2]
-        hyper = self._check_group(group)
-        group.update(hyper)
-        self._hyper_cache[gi] = (group, getattr(group, "version", None), hyper)
-        return hyper
-
-    @staticmethod
-    def _resolve_lr(hyper, step):
-        lr = hyper["lr"]
-        if callable(lr):
-            value = lr(step)
-            try:
-                value = nonneg("lr", value)
-            except (TypeError, ValueError) as e:
-                raise ValueError(f"the lr schedule returned {value!r} at step {step}: {e}") from None
-            hyper = {**hyper, "lr": value}
-        return hyper
-
-    def _ensure_state(self, i, hyper):
-        st = self.state.setdefault(i, {"step": 0})
+    def _check_state(self, i, h):
+        """The state of parameter i, as the next step would use it: valid or an error."""
+        if i not in self.state:
+            return
+        st = self.state[i]
+        where = f"state[{i}]"
+        if not isinstance(st, dict):
+            raise TypeError(f"{where} must be a dict, got {type(st).__name__}")
         p = self._params[i]
-        for name in self._buffers(hyper):
-            if name not in st:
-                buf = self._init_buffer(name, p, hyper)
-                st[name] = staggered_copy(buf, 1 + sum(isinstance(v, np.ndarray) for v in st.values()))
-                self._changed()
+        if "step" in st:
+            check_step(f"{where}['step']", st["step"])
+        elif any(k in st for k in self.spec.all_buffers):
+            raise ValueError(f"{where} has buffers but no 'step'")
+        for k in self.spec.buffers(h):
+            if k in st:
+                check_buffer(f"{where}[{k!r}]", st[k], p)
+        for k in self.spec.scalar_state:
+            if k in st:
+                check_real(f"{where}[{k!r}]", st[k])
 
-    def _buffers(self, hyper):
-        raise NotImplementedError
+    def _ensure_state(self, i, h):
+        """Create parameter i's missing state, as torch does (lazily): the step
+        count, the buffers (but those made from the first gradient), the
+        scalar state."""
+        st = self.state.setdefault(i, {})
+        st["step"] = check_step(f"state[{i}]['step']", st.get("step", 0))
+        p = self._params[i]
+        for name in self.spec.buffers(h):
+            init = self.spec.init.get(name)
+            if name in st or init == "grad":
+                continue
+            buf = np.full_like(p, init(h)) if init is not None else np.zeros_like(p)
+            st[name] = staggered_copy(buf, 1 + sum(isinstance(v, np.ndarray) for v in st.values()))
+        for name, init in self.spec.scalar_state.items():
+            st[name] = float(st[name]) if name in st else float(init(h))
 
-    def _required(self, hyper):
-        """Buffers a state that has taken a step must have."""
-        return self._buffers(hyper)
-
-    def _init_buffer(self, name, p, hyper):
-        return np.zeros_like(p)
-
-    def _apply(self, hyper, step, idx, grads):
+    def _apply(self, grads, snaps, resolved, batches):
+        """Update the batches: {(group, dtype, t, scalar state, first buffers): indices}."""
         raise NotImplementedError
 
     # --- state_dict
@@ -399,11 +374,11 @@ class Optimizer:
         Buffers are copied, so the state_dict stays independent of the
         optimizer."""
         with self._lock:
+            self._sync()
             groups, state = self._check_state_dict(state_dict)
             for g, new in zip(self.param_groups, groups):
                 g.update(new)
             self.state = state
-            self._changed()
 
     def save(self, path):
         """Write a checkpoint (.npz, crash-safe, no pickle) of state_dict() to path."""
@@ -436,21 +411,22 @@ class Optimizer:
             if list(s["params"]) != expected:
                 raise ValueError(f"{where}['params'] is {list(s['params'])!r}, expected "
                                  f"{expected!r} (the number of parameters must match)")
-            missing = set(self._hyper) - set(s)
+            s = {k: v for k, v in s.items() if k != "param_names"}
+            missing = set(self.spec.hyper) - set(s)
             if missing:
                 raise ValueError(f"{where} is missing {sorted(missing)}")
             try:
-                hyper = self._check_group({**s, "params": g["params"]})
+                hyper = self.spec.checked({**s, "params": g["params"]}, type(self).__name__)
             except (TypeError, ValueError) as e:
                 raise ValueError(f"{where}: {e}") from None
-            groups.append(hyper)
+            groups.append({k: s[k] for k in hyper})
             hypers += [hyper] * n
             base += n
         raw = sd["state"]
         if not isinstance(raw, dict):
             raise ValueError("state_dict['state'] must be a dict")
         state = {}
-        known = {"step"} | set(self._all_buffers)
+        known = {"step"} | set(self.spec.all_buffers) | set(self.spec.scalar_state)
         for key, st in raw.items():
             i = _index(key)
             if i is None or not 0 <= i < len(self._params):
@@ -464,20 +440,18 @@ class Optimizer:
             extra = set(st) - known
             if extra:
                 raise ValueError(f"{where} has unknown key(s) {sorted(extra)}")
-            step = st["step"]
-            step = step.item() if isinstance(step, (np.ndarray, np.generic)) and step.size == 1 else step
-            if isinstance(step, bool) or not isinstance(step, numbers.Real) or not (
-                    math.isfinite(step) and step >= 0 and float(step).is_integer()):
-                raise ValueError(f"{where}['step'] must be a finite non-negative whole "
-                                 f"number, got {step!r}")
+            step = check_step(f"{where}['step']", st["step"])
             if step > 0:
-                missing = set(self._required(hypers[i])) - set(st)
+                missing = set(self.spec.required(hypers[i])) - set(st)
                 if missing:
                     raise ValueError(f"{where} is missing {sorted(missing)} (step {step})")
             p = self._params[i]
-            clean = {"step": int(step)}
+            clean = {"step": step}
             for k, v in st.items():
                 if k == "step":
+                    continue
+                if k in self.spec.scalar_state:
+                    clean[k] = check_real(f"{where}[{k!r}]", v)
                     continue
                 if not isinstance(v, np.ndarray) or v.dtype != p.dtype or v.shape != p.shape:
                     raise ValueError(f"{where}[{k!r}] must be an array of dtype {p.dtype} and "
@@ -494,3 +468,4 @@ def _index(key):
     if isinstance(key, str) and key.isdigit():
         return int(key)
     return None
+

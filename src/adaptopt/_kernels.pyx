@@ -1,10 +1,21 @@
 # cython: language_level=3, boundscheck=False, wraparound=False
-"""The boundary to the C kernels: arrays to pointers, the GIL released.
+"""The compiled module: the boundary to the C kernels and the engine's
+per-step checks.
 
-No decisions are made here; optim.py decides, csrc/ loops.
+The boundary (step, roofline, the configuration functions) converts and
+releases the GIL; it decides nothing.  The engine part (Batch, run) holds
+the arrays a kernel call addresses and re-checks them every step: what can
+change between steps is checked here, in C, so that no Python input can
+make a kernel touch memory it does not own.  What to do about a failed
+check (an error message, a new plan) is decided in Python.
 """
+from cpython.dict cimport PyDict_GetItem, PyDict_SetItem
+from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
+from cpython.object cimport PyObject, PyObject_RichCompareBool, Py_EQ
 from libc.stdint cimport uint64_t
 cimport numpy as cnp
+
+import numpy as np
 
 cnp.import_array()
 
@@ -105,58 +116,338 @@ def roofline(int dtype, cnp.ndarray ptr, cnp.ndarray offsets, int n_rw, int n_th
     return rc
 
 
-def gather(grads, list params, cnp.ndarray idx, cnp.ndarray ptr, Py_ssize_t stride,
-           cnp.ndarray starts, cnp.ndarray ends):
-    """For k, i in enumerate(idx): ptr[k*stride + 1] = address of grads[i].
+# ---------------------------------------------------------------------------
+# The engine's compiled part.  A Batch is one kernel call of a step.  It
+# holds a reference to every array it addresses and, every step, re-checks
+# in C that each still has the address, size, dtype and writability the
+# pointer table was built from, that each state buffer is still the object
+# in its state dict, and that each row's counters hold what the scalars were
+# computed for; then it checks and addresses the gradients.  A check is a
+# predicate: any difference answers "not this plan" and the front end's full
+# validation explains it (an error naming the argument) or builds a new plan.
+# run() makes every kernel call of a step and writes every counter in one
+# call, with no Python code in between, so a step is applied whole or not at
+# all (a KeyboardInterrupt is raised once it has returned).
 
-    grads[i] must be an ndarray of params[i]'s dtype and shape, C-contiguous,
-    aligned, and outside the memory spans [starts[j], ends[j]) (sorted,
-    disjoint).  Returns -1 when all are, else the first k that is not (or
-    is None): the caller then takes its general path, which explains."""
-    cdef Py_ssize_t k, n = idx.size, m = starts.size, lo, hi, mid
-    cdef cnp.intp_t *ix = <cnp.intp_t *>_data(idx, cnp.NPY_INTP, 0, "idx")
-    cdef uint64_t *out = <uint64_t *>_data(ptr, cnp.NPY_UINT64, n * stride, "ptr")
-    cdef uint64_t *s = <uint64_t *>_data(starts, cnp.NPY_UINT64, 0, "starts")
-    cdef uint64_t *e = <uint64_t *>_data(ends, cnp.NPY_UINT64, m, "ends")
-    cdef uint64_t a, b
-    cdef object g, p
-    cdef cnp.ndarray ga, pa
-    for k in range(n):
-        g = grads[ix[k]]
-        p = params[ix[k]]
-        if not cnp.PyArray_Check(g):
-            return k
-        ga, pa = g, p
-        if cnp.PyArray_TYPE(ga) != cnp.PyArray_TYPE(pa) or not cnp.PyArray_ISNOTSWAPPED(ga):
-            return k
-        if cnp.PyArray_NDIM(ga) != cnp.PyArray_NDIM(pa):
-            return k
-        for mid in range(cnp.PyArray_NDIM(ga)):
-            if cnp.PyArray_DIMS(ga)[mid] != cnp.PyArray_DIMS(pa)[mid]:
-                return k
-        if not cnp.PyArray_IS_C_CONTIGUOUS(ga) or not cnp.PyArray_ISALIGNED(ga):
-            return k
-        a = <uint64_t>cnp.PyArray_DATA(ga)
-        b = a + <uint64_t>cnp.PyArray_NBYTES(ga)
-        if b > a:
-            lo, hi = 0, m  # the spans starting before b are s[0:lo]
-            while lo < hi:
-                mid = (lo + hi) // 2
-                if s[mid] < b:
-                    lo = mid + 1
-                else:
-                    hi = mid
-            if lo > 0 and e[lo - 1] > a:
-                return k
-        out[k * stride + 1] = a
-    return -1
+KIND_NUMPY, KIND_TORCH = 0, 1
 
 
-def assign(list dicts, key, value):
-    """d[key] = value for each dict d in dicts."""
-    cdef dict d
-    for d in dicts:
-        d[key] = value
+cdef inline bint _spans_hit(const uint64_t *s, const uint64_t *e, Py_ssize_t m,
+                            uint64_t a, uint64_t b) noexcept:
+    """[a, b) overlaps one of the sorted, disjoint spans [s[i], e[i])."""
+    cdef Py_ssize_t lo = 0, hi = m, mid
+    if b <= a:
+        return False
+    while lo < hi:  # the spans starting before b are s[0:lo]
+        mid = (lo + hi) // 2
+        if s[mid] < b:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo > 0 and e[lo - 1] > a
+
+
+cdef class Spans:
+    """The memory a plan writes: sorted, disjoint [start, end) spans."""
+    cdef cnp.ndarray _s, _e
+    cdef const uint64_t *s
+    cdef const uint64_t *e
+    cdef readonly Py_ssize_t m
+
+    def __init__(self, starts, ends):
+        self._s = np.ascontiguousarray(starts, dtype=np.uint64)
+        self._e = np.ascontiguousarray(ends, dtype=np.uint64)
+        self.m = self._s.size
+        self.s = <const uint64_t *>cnp.PyArray_DATA(self._s)
+        self.e = <const uint64_t *>cnp.PyArray_DATA(self._e)
+
+    def hit(self, uint64_t start, uint64_t end):
+        """[start, end) overlaps a span."""
+        return _spans_hit(self.s, self.e, self.m, start, end)
+
+
+cdef inline bint _same(PyObject *v, object want):
+    """v holds want: the same object, or an equal one of the same type."""
+    if v == NULL:
+        return False
+    if <object>v is want:
+        return True
+    return type(<object>v) is type(want) and PyObject_RichCompareBool(<object>v, want, Py_EQ)
+
+
+cdef class Batch:
+    """One kernel call: n rows (arrays) of one algorithm and dtype.
+
+    objs[r*nbuf + k] is row r's buffer k (None for the gradient and unused
+    slots); keys[k] its key in the row's state dict (None for p, g, unused).
+    counters: (key, expected, new) state values every row must hold before
+    the step and gets after it (NumPy rows: Python values in the dict).
+    packs: (key, array, positions, views, expected, new) for torch rows,
+    whose counters are 0-d views of one tensor per group (torch's
+    state['step'] layout): views[r] must still be the object in row r's
+    state dict and array[positions] (None: all of it) the expected value.
+    index[r] (NumPy rows): the row's position in the gradient list and its
+    key in the state mapping.
+    """
+    cdef readonly int algo, dtype, nbuf, n, kind
+    cdef public int flags
+    cdef readonly Py_ssize_t nscal
+    cdef double sc[ADAPTOPT_MAX_NSCAL]
+    cdef cnp.ndarray _ptr, _off, _nb
+    cdef uint64_t *ptr
+    cdef size_t *off
+    cdef uint64_t *nb
+    cdef readonly list objs, states, index, shapes
+    cdef readonly tuple keys
+    cdef public list counters, packs
+    cdef readonly object dtype_obj
+    cdef int typenum
+
+    def __init__(self, int kind, int algo, int dtype, tuple keys, list objs, list states,
+                 ptrs, nbytes, sizes, list index=None, dtype_obj=None, list shapes=None):
+        self.kind, self.algo, self.dtype = kind, algo, dtype
+        self.nbuf = len(keys)
+        self.n = len(states)
+        if len(objs) != self.n * self.nbuf:
+            raise ValueError("objs must have n * nbuf entries")
+        if kind == KIND_NUMPY and (index is None or len(index) != self.n):
+            raise ValueError("NumPy rows need an index per row")
+        if kind == KIND_TORCH and (shapes is None or len(shapes) != self.n):
+            raise ValueError("torch rows need a shape per row")
+        self.keys, self.objs, self.states, self.index, self.shapes = keys, objs, states, index, shapes
+        self._ptr = np.array(ptrs, dtype=np.uint64).reshape(-1)
+        self._nb = np.array(nbytes, dtype=np.uint64).reshape(-1)
+        if self._ptr.size != self.n * self.nbuf or self._nb.size != self.n * self.nbuf:
+            raise ValueError("ptrs and nbytes must have n * nbuf entries")
+        self._off = np.zeros(self.n + 1, dtype=np.uintp)
+        np.cumsum(np.asarray(sizes, dtype=np.uintp), out=self._off[1:])
+        self.ptr = <uint64_t *>cnp.PyArray_DATA(self._ptr)
+        self.nb = <uint64_t *>cnp.PyArray_DATA(self._nb)
+        self.off = <size_t *>cnp.PyArray_DATA(self._off)
+        self.counters, self.packs = [], []
+        self.dtype_obj = dtype_obj
+        self.typenum = cnp.PyArray_TYPE(<cnp.ndarray>objs[0]) if kind == KIND_NUMPY and self.n else -1
+        self.nscal = 0
+        self.flags = 0
+
+    @property
+    def elements(self):
+        """Elements of all rows."""
+        return int(self.off[self.n])
+
+    def set_scalars(self, int flags, scal):
+        """The next call's flags and scalars (kernel order)."""
+        cdef Py_ssize_t k, m = len(scal)
+        if m > ADAPTOPT_MAX_NSCAL:
+            raise ValueError(f"at most {ADAPTOPT_MAX_NSCAL} scalars")
+        for k in range(m):
+            self.sc[k] = scal[k]
+        self.nscal = m
+        self.flags = flags
+
+    def pointers(self):
+        """A copy of the pointer table, n x nbuf."""
+        return self._ptr.reshape(self.n, self.nbuf).copy()
+
+    def check_numpy(self, grads, Spans spans, dict state_map):
+        """-1 when every row and its gradient are what the table needs (the
+        gradient addresses are then filled in), else the first row that is not."""
+        cdef Py_ssize_t r, k, d, j, ng = len(grads)
+        cdef PyObject *st
+        cdef PyObject *b
+        cdef object g, key
+        cdef cnp.ndarray ga, pa, a
+        cdef uint64_t lo, hi
+        cdef tuple c
+        for r in range(self.n):
+            j = r * self.nbuf
+            pa = <cnp.ndarray>PyList_GET_ITEM(self.objs, j)
+            if (<uint64_t>cnp.PyArray_DATA(pa) != self.ptr[j]
+                    or <uint64_t>cnp.PyArray_NBYTES(pa) != self.nb[j]
+                    or not cnp.PyArray_ISWRITEABLE(pa)):
+                return r
+            st = PyDict_GetItem(state_map, <object>PyList_GET_ITEM(self.index, r))
+            if st == NULL or st != PyList_GET_ITEM(self.states, r):
+                return r
+            for k in range(2, self.nbuf):
+                key = self.keys[k]
+                if key is None:
+                    continue
+                b = PyDict_GetItem(<object>st, key)
+                if b == NULL or b != PyList_GET_ITEM(self.objs, j + k):
+                    return r
+                a = <cnp.ndarray>b
+                if (<uint64_t>cnp.PyArray_DATA(a) != self.ptr[j + k]
+                        or <uint64_t>cnp.PyArray_NBYTES(a) != self.nb[j + k]
+                        or not cnp.PyArray_ISWRITEABLE(a)):
+                    return r
+            for c in self.counters:
+                if not _same(PyDict_GetItem(<object>st, c[0]), c[1]):
+                    return r
+            d = <object>PyList_GET_ITEM(self.index, r)
+            if d >= ng:
+                return r
+            g = grads[d]
+            if not cnp.PyArray_Check(g):
+                return r
+            ga = <cnp.ndarray>g
+            if (cnp.PyArray_TYPE(ga) != self.typenum or not cnp.PyArray_ISNOTSWAPPED(ga)
+                    or cnp.PyArray_NDIM(ga) != cnp.PyArray_NDIM(pa)
+                    or not cnp.PyArray_IS_C_CONTIGUOUS(ga) or not cnp.PyArray_ISALIGNED(ga)):
+                return r
+            for k in range(cnp.PyArray_NDIM(ga)):
+                if cnp.PyArray_DIMS(ga)[k] != cnp.PyArray_DIMS(pa)[k]:
+                    return r
+            lo = <uint64_t>cnp.PyArray_DATA(ga)
+            hi = lo + <uint64_t>cnp.PyArray_NBYTES(ga)
+            if _spans_hit(spans.s, spans.e, spans.m, lo, hi):
+                return r
+            self.ptr[j + 1] = lo
+        return -1
+
+    def check_torch(self, Spans spans, strided):
+        """As check_numpy, for torch tensors; the gradients are p.grad."""
+        cdef Py_ssize_t r, k, j
+        cdef PyObject *b
+        cdef object p, g, st, t, key, dt = self.dtype_obj
+        cdef uint64_t lo, hi
+        cdef tuple pk
+        for r in range(self.n):
+            j = r * self.nbuf
+            p = <object>PyList_GET_ITEM(self.objs, j)
+            if (<uint64_t>p.data_ptr() != self.ptr[j] or p.dtype is not dt
+                    or <uint64_t>p.nbytes != self.nb[j]):
+                return r
+            st = <object>PyList_GET_ITEM(self.states, r)
+            for k in range(2, self.nbuf):
+                key = self.keys[k]
+                if key is None:
+                    continue
+                b = PyDict_GetItem(st, key)
+                if b == NULL or b != PyList_GET_ITEM(self.objs, j + k):
+                    return r
+                t = <object>b
+                if (<uint64_t>t.data_ptr() != self.ptr[j + k] or t.dtype is not dt
+                        or <uint64_t>t.nbytes != self.nb[j + k]):
+                    return r
+            for pk in self.packs:
+                b = PyDict_GetItem(st, pk[0])
+                if b == NULL or b != PyList_GET_ITEM(pk[3], r):
+                    return r
+            g = p.grad
+            if (g is None or g.layout is not strided or not g.is_cpu or g.dtype is not dt
+                    or g.shape != <object>PyList_GET_ITEM(self.shapes, r)
+                    or not g.is_contiguous() or g.is_neg()):
+                return r
+            lo = <uint64_t>g.data_ptr()
+            hi = lo + <uint64_t>g.nbytes
+            if _spans_hit(spans.s, spans.e, spans.m, lo, hi):
+                return r
+            self.ptr[j + 1] = lo
+        for pk in self.packs:
+            if not _pack_holds(pk[1], pk[2], pk[4]):
+                return 0
+        return -1
+
+
+cdef bint _pack_holds(cnp.ndarray arr, object pos, double want):
+    """arr[pos] == want everywhere (pos None: all of arr; float32 or float64)."""
+    cdef Py_ssize_t i, n, k
+    cdef cnp.intp_t *ix = NULL
+    cdef bint f32 = cnp.PyArray_TYPE(arr) == cnp.NPY_FLOAT32
+    cdef void *data = cnp.PyArray_DATA(arr)
+    cdef double v
+    if pos is None:
+        n = cnp.PyArray_SIZE(arr)
+    else:
+        n = cnp.PyArray_SIZE(<cnp.ndarray>pos)
+        ix = <cnp.intp_t *>cnp.PyArray_DATA(<cnp.ndarray>pos)
+    for i in range(n):
+        k = i if ix == NULL else ix[i]
+        v = (<float *>data)[k] if f32 else (<double *>data)[k]
+        if v != want:
+            return False
+    return True
+
+
+cdef void _pack_write(cnp.ndarray arr, object pos, double value):
+    cdef Py_ssize_t i, n, k
+    cdef cnp.intp_t *ix = NULL
+    cdef bint f32 = cnp.PyArray_TYPE(arr) == cnp.NPY_FLOAT32
+    cdef void *data = cnp.PyArray_DATA(arr)
+    if pos is None:
+        n = cnp.PyArray_SIZE(arr)
+    else:
+        n = cnp.PyArray_SIZE(<cnp.ndarray>pos)
+        ix = <cnp.intp_t *>cnp.PyArray_DATA(<cnp.ndarray>pos)
+    for i in range(n):
+        k = i if ix == NULL else ix[i]
+        if f32:
+            (<float *>data)[k] = <float>value
+        else:
+            (<double *>data)[k] = value
+
+
+def run(list batches, int n_threads):
+    """Every kernel call of a step, then every counter: one call, no Python
+    code in between.  RuntimeError only if C rejects its arguments, which
+    the engine's checks rule out."""
+    cdef Batch b
+    cdef Py_ssize_t r
+    cdef int rc
+    cdef tuple c, pk
+    for b in batches:
+        with nogil:
+            rc = adaptopt_step(b.algo, b.dtype, b.n, b.nbuf, <void **>b.ptr, b.off, b.sc,
+                               b.nscal, b.flags, n_threads)
+        if rc != ADAPTOPT_OK:
+            raise RuntimeError(f"adaptopt kernel {b.algo} rejected its arguments (code {rc})")
+    for b in batches:
+        for c in b.counters:
+            for r in range(b.n):
+                PyDict_SetItem(<object>PyList_GET_ITEM(b.states, r), c[0], c[2])
+        for pk in b.packs:
+            _pack_write(pk[1], pk[2], pk[5])
+
+
+def none_mask(grads):
+    """bytes, 1 where grads[i] is None: which parameters a step updates."""
+    cdef Py_ssize_t i, n = len(grads)
+    cdef bytearray out = bytearray(n)
+    for i in range(n):
+        out[i] = grads[i] is None
+    return bytes(out)
+
+
+def same_values(dict group, tuple keys, tuple values):
+    """group[keys[i]] is values[i] for every i."""
+    cdef Py_ssize_t i
+    cdef PyObject *v
+    for i in range(len(keys)):
+        v = PyDict_GetItem(group, keys[i])
+        if v == NULL or <object>v is not values[i]:
+            return False
+    return True
+
+
+def grad_mask(list params):
+    """bytes, 1 where params[i].grad is None (torch: which parameters a step updates)."""
+    cdef Py_ssize_t i, n = PyList_GET_SIZE(params)
+    cdef bytearray out = bytearray(n)
+    for i in range(n):
+        out[i] = (<object>PyList_GET_ITEM(params, i)).grad is None
+    return bytes(out)
+
+
+def same_items(list a, list b):
+    """a and b hold the same objects in the same order."""
+    cdef Py_ssize_t i, n = PyList_GET_SIZE(a)
+    if n != PyList_GET_SIZE(b):
+        return False
+    for i in range(n):
+        if PyList_GET_ITEM(a, i) != PyList_GET_ITEM(b, i):
+            return False
+    return True
 
 
 def fill_pointers(list arrays, uint64_t[::1] out, Py_ssize_t start, Py_ssize_t stride):

@@ -39,10 +39,13 @@ __all__ = ["Hyper", "Spec"]
 
 
 class Hyper(NamedTuple):
-    """A hyperparameter: its default and its check ``check(name, value) -> clean``."""
+    """A hyperparameter: its default, its check ``check(name, value) -> clean``,
+    and whether the constructor takes it (AdamW's decoupled_weight_decay is
+    fixed)."""
 
     default: Any
     check: Callable
+    public: bool = True
 
 
 class Spec:
@@ -51,7 +54,8 @@ class Spec:
     def __init__(self, name, kernel, hyper, update, flags, fixed, per_step=None,
                  step_scalars=(), buffers=None, init=None, scalar_state=None, advance=None,
                  check=None, required=None, eager_state=False, torch=None, doc="",
-                 references="", step_flags=None, entry=None, state_shapes=None):
+                 references="", first_flag=None, step_flags=None, entry=None,
+                 state_shapes=None):
         self.name = name                  # the class name: "Adam"
         self.kernel = kernel              # the C algorithm (algorithms.h): "adam"
         self.hyper = dict(hyper)          # name -> Hyper, in signature order
@@ -62,6 +66,7 @@ class Spec:
         self.step_scalars = tuple(step_scalars)
         self._buffers = buffers
         self.init = dict(init or {})      # buffer -> fill value f(h), or "grad" (the first gradient)
+        self.first_flag = first_flag      # the kernel flag of a step that fills "grad" buffers
         self.scalar_state = dict(scalar_state or {})  # name -> initial value f(h)
         self.advance = advance
         self.check = check                # cross-hyperparameter check of the clean dict
@@ -88,6 +93,12 @@ class Spec:
     def buffers(self, h):
         """The state buffers a step under h uses, in kernel order."""
         return self.all_buffers if self._buffers is None else tuple(self._buffers(h))
+
+    def scalar_values(self, st):
+        """The scalar state in st as a dict (None when the algorithm keeps none)."""
+        if not self.scalar_state:
+            return None
+        return {k: st[k] for k in self.scalar_state}
 
     def required(self, h):
         """Buffers a state that has taken a step must have (checked on load)."""
@@ -133,7 +144,8 @@ class Spec:
         if names != set(self.kernel_scalars):
             raise RuntimeError(f"{self.name}: fixed() and step_scalars give {sorted(names)}, "
                                f"the {self.kernel!r} kernel takes {list(self.kernel_scalars)}")
-        bad = set(self.flags(h)) - set(self.kernel_flags)
+        bad = (set(self.flags(h)) | ({self.first_flag} if self.first_flag else set())) - set(
+            self.kernel_flags)
         if bad:
             raise RuntimeError(f"{self.name}: flags {sorted(bad)} are not flags of the "
                                f"{self.kernel!r} kernel ({list(self.kernel_flags)})")

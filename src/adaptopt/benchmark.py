@@ -164,8 +164,9 @@ class KernelImpl(Impl):
 
     Not a peer: the difference to ``adaptopt`` is the Python-side cost of a
     step (validation, gathering gradient pointers, per-step scalars).  The
-    step count is frozen at its value after two warm-up steps.  Uses the
-    optimizer's private plan (optim._Fast); Unsupported if that changes."""
+    step count and scalars are frozen at their values after two warm-up
+    steps.  Uses the optimizer's private plan (_engine.Plan); Unsupported if
+    that changes."""
 
     name, label = "kernel", "C kernel only"
 
@@ -175,27 +176,21 @@ class KernelImpl(Impl):
         opt.step(grads)
         opt.step(grads)  # the fast path's plan exists from the second step on
         try:
-            calls = []
-            for b in opt._plan:
-                flags, scal = opt._kernel_args(opt._hyper_of(b.gi), b.step)
-                calls.append((b.ptr, b.offsets, b.code, int(flags),
-                              np.ascontiguousarray(scal, dtype=np.float64)))
-            code, nbuf = _kernels.ALGOS[opt._algo], opt._nbuf
+            (plan,) = opt._plans.values()
+            batches = plan.batches
+            run = _kernels.run
         except Exception as e:
             raise Unsupported(f"adaptopt's plan is not readable ({type(e).__name__}: {e})") from None
         threads = [n_threads]
-        step_fn = _kernels.step
 
         def step():
-            for ptr, offsets, dt, flags, scal in calls:
-                if step_fn(code, dt, ptr, nbuf, offsets, scal, flags, threads[0]):
-                    raise RuntimeError("adaptopt kernel failed")
+            run(batches, threads[0])
 
         def set_threads(k):
             threads[0] = k
 
         step()
-        return Runner(step, set_threads, (opt, grads, calls))
+        return Runner(step, set_threads, (opt, grads, plan))
 
 
 class NumpyImpl(Impl):

@@ -19,7 +19,7 @@ hold them need no pickle.
 import math
 import numbers
 
-from ._base import nonneg, unit
+from ._checks import nonneg, unit
 
 __all__ = ["Schedule", "constant", "step_decay", "exponential", "cosine", "linear_warmup",
            "from_dict"]

@@ -5,21 +5,22 @@ Change one import and nothing else::
     import adaptopt.torch as optim      # was: import torch.optim as optim
     opt = optim.AdamW(model.parameters(), lr=1e-3)
 
-``Adam``, ``AdamW``, ``Adagrad``, ``RMSprop`` and ``SGD`` subclass
-``torch.optim.Optimizer`` with torch's constructor arguments and defaults
-(torch 2.13), torch's ``step(closure)``, ``zero_grad``, ``param_groups``,
-``add_param_group``, hooks and lr schedulers, and torch's state layout
-(``self.state[p]["step"]`` a float32 0-d tensor, ``"exp_avg"``, ...), so
-``state_dict()`` checkpoints move freely between ``torch.optim`` and
-``adaptopt.torch``.
+Each class subclasses its ``torch.optim`` twin (``adaptopt.torch.Adam`` is a
+``torch.optim.Adam``): torch's constructor with its arguments, defaults and
+checks, ``zero_grad``, ``param_groups``, ``add_param_group``, hooks, lr
+schedulers and torch's state layout (``self.state[p]["step"]`` a float32
+0-d tensor, ``"exp_avg"``, ...), so ``state_dict()`` checkpoints move
+freely between ``torch.optim`` and ``adaptopt.torch``.
 
 What differs is ``step``: the parameters of a group with the same dtype and
 step count are updated by ONE call into adaptopt's C kernels, in place, in a
-single pass over memory (p, grad and state read once, p and state written
-once), with torch's single-tensor operation order (``foreach=False``);
-results are within a few ULP of torch's per step.  The table of data
-addresses a kernel call needs is cached and reused while the parameters and
-their state tensors stay the same objects at the same addresses.
+single pass over memory, with torch's single-tensor operation order
+(``foreach=False``); results are within a few ULP of torch's per step.
+The engine (``adaptopt._engine``) is the NumPy API's: it caches the kernel
+calls with a reference to every tensor they address and re-checks, each
+step in compiled code, every parameter's, state tensor's and gradient's
+address, size, dtype and layout, and that ``state`` and ``param_groups``
+still hold the same objects; anything else is validated in full here.
 
 Supported: CPU, strided, contiguous float32/float64 parameters and gradients.
 Anything else (CUDA and other devices, sparse gradients, complex, half or
@@ -39,20 +40,32 @@ except ImportError as e:  # not installed, or blocked (sys.modules["torch"] = No
         f"({e}). Install it with: pip install 'adaptopt[torch]' (or pip install torch). "
         "The NumPy optimizers (adaptopt.Adam, ...) work without it.") from e
 
-import bisect
+import collections
+import inspect
 import numbers
+import threading
 
 import numpy as np
-from torch.optim import Optimizer
-from torch.optim.optimizer import _use_grad_for_differentiable
 
-from . import _kernels, optim
+from . import _engine, _kernels
 from ._config import resolve_threads
+from .algorithms import SPECS
 
-__all__ = ["Adam", "AdamW", "Adagrad", "RMSprop", "SGD"]
+__all__ = [s.name for s in SPECS]
 
 _DTYPE_CODE = {torch.float32: 0, torch.float64: 1}
 _STEP_DTYPES = (torch.float32, torch.float64)
+_MAX_PLANS = 64
+# torch.optim classes without fused=True on CPU: the alternative to suggest
+_NO_FUSED = {"RMSprop"}
+_SPARSE_ADVICE = {
+    "Adam": "use torch.optim.SparseAdam for sparse gradients (e.g. nn.Embedding(..., "
+            "sparse=True)), or create the module with sparse=False",
+    "Adagrad": "torch.optim.Adagrad supports sparse gradients (e.g. nn.Embedding(..., "
+               "sparse=True)); use it, or create the module with sparse=False",
+    "SGD": "torch.optim.SGD supports sparse gradients (e.g. nn.Embedding(..., sparse=True)); "
+           "use it, or create the module with sparse=False",
+}
 
 
 def _scalar_dtype(fused=None):
@@ -62,42 +75,72 @@ def _scalar_dtype(fused=None):
     return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
 
 
+class _State(collections.defaultdict):
+    """torch's ``state`` (a defaultdict(dict) keyed by parameter) that tells
+    the engine when it was written: every write stores a new ``stamp``, so a
+    step compares one object instead of looking up each parameter (a tensor's
+    hash is a Python call)."""
+
+    def __init__(self, *args):
+        super().__init__(dict, *args)
+        self.stamp = object()
+
+    def _touch(name):
+        method = getattr(collections.defaultdict, name)
+
+        def touched(self, *args, **kwargs):
+            self.stamp = object()
+            return method(self, *args, **kwargs)
+
+        touched.__name__ = name
+        return touched
+
+    for _name in ("__setitem__", "__delitem__", "__ior__", "update", "setdefault", "pop",
+                  "popitem", "clear"):
+        locals()[_name] = _touch(_name)
+    del _name, _touch
+
+    def __reduce__(self):
+        return (_State, (), None, None, iter(self.items()))
+
+    def __deepcopy__(self, memo):
+        import copy
+        out = _State()
+        memo[id(self)] = out
+        for k, v in self.items():
+            dict.__setitem__(out, copy.deepcopy(k, memo), copy.deepcopy(v, memo))
+        return out
+
+
 # --------------------------------------------------------------------------
-# hyperparameters: torch's checks, run at construction, add_param_group,
-# load_state_dict and every step (a group may be edited in between)
-def _real(where, key, value, lo=0.0, hi=None):
-    """A real number (or 1-element tensor) as a float, lo <= value (< hi)."""
+# hyperparameters: at every step (a group may be edited between steps)
+def _plain(value):
+    """A 1-element tensor as a Python number (torch accepts tensor lr/betas)."""
     if isinstance(value, torch.Tensor):
         if value.numel() != 1:
-            raise ValueError(f"{where}Tensor {key} must be 1-element, "
-                             f"got shape {tuple(value.shape)}")
-        value = value.item()
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{where}{key} must be a real number, got {value!r}")
-    value = float(value)
-    if not value >= lo or (hi is not None and not value < hi):  # also catches NaN
-        bound = f"in [{lo}, {hi})" if hi is not None else f">= {lo}"
-        raise ValueError(f"{where}invalid {key} value: {value!r} (must be {bound})")
+            raise ValueError(f"Tensor hyperparameters must be 1-element, got shape "
+                             f"{tuple(value.shape)}")
+        return value.item()
+    if isinstance(value, (tuple, list)):
+        return type(value)(_plain(v) for v in value)
     return value
 
 
-def _torch_checks(nan_ok=False, **values):
-    """torch.optim's constructor checks, in its order and words: a tensor lr
-    has one element; each value is >= 0 ("Invalid learning rate: ...",
-    "Invalid <name> value: ...").  nan_ok: the check is value < 0, as in
-    torch's SGD, which lets NaN through to the step's checks."""
-    lr = values.get("lr")
-    if isinstance(lr, torch.Tensor) and lr.numel() != 1:
-        raise ValueError("Tensor lr must be 1-element")
-    for name, value in values.items():
-        if (value < 0.0) if nan_ok else not 0.0 <= value:
-            label = {"lr": "learning rate", "eps": "epsilon value"}.get(name, f"{name} value")
-            raise ValueError(f"Invalid {label}: {value}")
+def _freeze(value):
+    """A mutable hyperparameter's contents (a list, a tensor an lr scheduler
+    fills in place), or None for an immutable one."""
+    if isinstance(value, torch.Tensor):
+        return ("tensor", value.item()) if value.numel() == 1 else ("tensor", id(value))
+    if isinstance(value, list):
+        return tuple(_freeze(v) or v for v in value)
+    if isinstance(value, tuple) and any(isinstance(v, torch.Tensor) for v in value):
+        return tuple(_freeze(v) or v for v in value)
+    return None
 
 
 def _check_flags(cls, group, where=""):
     """foreach / fused / capturable / differentiable: what makes sense on CPU."""
-    name = cls._torch_name
+    name = cls.spec.torch or cls.spec.name
     for key in ("foreach", "fused"):
         v = group.get(key)
         if v is not None and not isinstance(v, (bool, np.bool_)):
@@ -128,15 +171,15 @@ def _where(group, gi, k, p):
 
 def _param_problem(cls, p, where):
     """The error for a parameter the kernels cannot update, or None."""
-    name = cls._torch_name
+    name = cls.spec.torch or cls.spec.name
     if not isinstance(p, torch.Tensor):
         return TypeError(f"{where}: optimizer can only optimize Tensors, got {type(p).__name__}")
     if p.layout is not torch.strided:
         return TypeError(f"{where} has layout {p.layout}: adaptopt.torch updates dense "
                          f"(strided) tensors; use torch.optim.{name}")
     if p.device.type != "cpu":
-        alt = (f"torch.optim.{name}(..., fused=True)" if cls._torch_fused
-               else f"torch.optim.{name}(..., foreach=True)")
+        alt = (f"torch.optim.{name}(..., foreach=True)" if name in _NO_FUSED
+               else f"torch.optim.{name}(..., fused=True)")
         return ValueError(f"{where} is on device {p.device}: adaptopt.torch.{name} updates CPU "
                           f"tensors only; use {alt} for {p.device.type} parameters, or keep "
                           "the model on the CPU")
@@ -159,10 +202,12 @@ def _param_problem(cls, p, where):
 
 def _grad_problem(cls, p, g, where):
     """The error for a gradient the kernels cannot read, or None."""
-    name = cls._torch_name
+    name = cls.spec.torch or cls.spec.name
     if g.layout is not torch.strided:
+        advice = _SPARSE_ADVICE.get(name, f"torch.optim.{name} does not support them either; "
+                                          "use sparse=False")
         return TypeError(f"the gradient of {where} is sparse ({g.layout}): adaptopt.torch.{name} "
-                         f"needs dense gradients; {cls._sparse_advice}")
+                         f"needs dense gradients; {advice}")
     if g.device.type != "cpu":
         return ValueError(f"the gradient of {where} is on device {g.device}: adaptopt.torch "
                           "updates CPU tensors only")
@@ -177,6 +222,9 @@ def _grad_problem(cls, p, g, where):
         return ValueError(f"the gradient of {where} is not contiguous (strides {g.stride()}): "
                           "no copy is made; make it contiguous (p.grad = p.grad.contiguous()) "
                           f"or use torch.optim.{name}")
+    if g.is_neg():
+        return ValueError(f"the gradient of {where} is a lazily negated view (is_neg()): "
+                          "materialize it (p.grad = p.grad.resolve_neg())")
     return None
 
 
@@ -185,62 +233,25 @@ def _span(t):
     return start, start + t.numel() * t.element_size()
 
 
-def _no_overlap(spans, what, label):
-    """spans: (start, end, tag) of memory one step writes; sorted, non-empty, back.
-
-    label(tag) names a span; it is only called for the error message.
-    """
-    spans = sorted((s for s in spans if s[1] > s[0]), key=lambda s: s[:2])
-    for (s0, e0, a), (s1, e1, b) in zip(spans, spans[1:]):
-        if s1 < e0:
-            raise ValueError(f"{label(a)} and {label(b)} share memory: {what}")
-    return spans
-
-
-class _Batch:
-    """The tensors of one group with one dtype: a kernel pointer table.
-
-    ptr2d[r] holds the data addresses of row r's buffers in the kernel's
-    order (column 1, the gradient, is refilled every step).  The rows'
-    ``state['step']`` tensors are 0-d views of one tensor per param group
-    (see ``_step_pack``); ``steps`` is its NumPy view and ``step_idx`` the
-    rows' positions in it (None: all of it, in order), so reading and
-    counting steps is one operation per batch, not one per parameter.
-    """
-
-    __slots__ = ("idx", "code", "ptr2d", "ptr", "sizes", "offsets", "steps", "step_idx")
-
-
-class _Plan:
-    """Everything a group's step needs that does not change between steps.
-
-    ``rows`` (in the order of the group's parameters with a gradient) holds
-    what the table was built from: the parameter, its address, size and
-    dtype, its state dict, and (key, tensor, address) of each state tensor.
-    The plan is used while all of these are unchanged.
-    """
-
-    __slots__ = ("rows", "batches", "starts", "ends", "labels")
+def _counters(batch, work, new_s):
+    """A torch batch's counters: its packs' expected and new values."""
+    batch.packs = [pk[:4] + ((work.t - 1, work.t) if pk[0] == "step" else
+                             (work.s[pk[0]], new_s[pk[0]])) for pk in batch.packs]
 
 
 # --------------------------------------------------------------------------
-class _FusedOptimizer(Optimizer):
-    """Base: validation, lazy state in torch's layout, batching, the kernel calls."""
+class _Fused:
+    """Mixin over a torch.optim class: the engine's step, validation on load."""
 
-    _algo = None          # key of _kernels.ALGOS
-    _nbuf = None          # buffers per array in the kernel: p, g, state...
-    _has_step = True      # state['step'] (SGD has none)
-    _torch_name = None    # the torch.optim class this replaces
-    _torch_fused = True   # torch.optim has fused=True for it
-    _sparse_advice = ""
+    spec = None
 
-    def __init__(self, params, defaults, n_threads=None):
-        resolve_threads(n_threads)
-        _check_flags(type(self), defaults)
+    def _adaptopt_init(self, n_threads):
         self.n_threads = n_threads
-        self._plans = {}
-        self._packs = {}
-        super().__init__(params, defaults)
+        self._lock = threading.RLock()
+        self._plans, self._packs, self._snaps = {}, {}, {}
+        self._layout = self._stamp = None
+        self._flat = []
+        self.state = _State(self.state)
 
     # --- torch's Optimizer API --------------------------------------------
     def add_param_group(self, param_group):
@@ -250,20 +261,36 @@ class _FusedOptimizer(Optimizer):
         try:
             gi = len(self.param_groups) - 1
             group = self.param_groups[gi]
-            where = f"param_groups[{gi}]: "
-            _check_flags(type(self), group, where)
-            self._hyper(group, where)
+            self._check_group(group, f"param_groups[{gi}]: ")
             for k, p in enumerate(group["params"]):
                 if _param_problem(type(self), p, "") is not None:
                     raise _param_problem(type(self), p, _where(group, gi, k, p))
-            spans = [_span(p) + ((gj, k, None),) for gj, g in enumerate(self.param_groups)
+            spans = [_span(p) + (_where(g, gj, k, p), p) for gj, g in enumerate(self.param_groups)
                      for k, p in enumerate(g["params"])]
-            _no_overlap(spans, "each parameter is updated in place, so parameters must "
-                        "not overlap (pass each tensor once)", self._label)
+            _engine.sorted_spans(spans, "share memory: each parameter is updated in place, so "
+                                        "parameters must not overlap (pass each tensor once)")
         except BaseException:
             del self.param_groups[before:]
             raise
-        self._plans = {}
+        if getattr(self, "_plans", None) is not None:
+            self._plans.clear()
+
+    def _clean(self, group, where=""):
+        """The group's hyperparameters as plain values for the Spec's checks
+        (raises for an unsupported flag)."""
+        _check_flags(type(self), group, where)
+        try:
+            return {k: _plain(group[k]) for k in self.spec.hyper if k in group}
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"{where}{e}") from None
+
+    def _check_group(self, group, where=""):
+        """The group's hyperparameters as the Spec checks them (raises)."""
+        clean = self._clean(group, where)
+        try:
+            return self.spec.checked(clean, type(self).__name__)
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"{where}{e}") from None
 
     def __getstate__(self):
         return {**super().__getstate__(), "n_threads": self.n_threads}
@@ -274,17 +301,19 @@ class _FusedOptimizer(Optimizer):
         Group defaults are filled in as torch's classes do, every group and
         every parameter's state is checked (a failure changes nothing), then
         state tensors are made contiguous (a copy only where needed) and
-        ``step`` is made a CPU float tensor, and cached pointer tables dropped.
+        ``step`` is made a CPU float tensor, and cached plans dropped.
         """
         groups = state.get("param_groups", [])
         per_param = state.get("state", {})
-        for group in groups:
-            self._group_setdefaults(group)
+        n_threads = state.get("n_threads", getattr(self, "n_threads", None))
         fixes = []
-        for gi, group in enumerate(groups):
-            where = f"load_state_dict: param_groups[{gi}]: "
-            _check_flags(type(self), group, where)
-            self._hyper(group, where)
+        # the groups as torch's class will fill them in (older checkpoints lack keys)
+        probe = object.__new__(type(self))
+        super(_Fused, probe).__setstate__({
+            "param_groups": [dict(g) for g in groups], "state": {},
+            "defaults": state.get("defaults", getattr(self, "defaults", {}))})
+        for gi, group in enumerate(probe.param_groups):
+            self._check_group(group, f"load_state_dict: param_groups[{gi}]: ")
             for k, p in enumerate(group["params"]):
                 st = per_param.get(p) if isinstance(p, torch.Tensor) else None
                 if st:
@@ -293,13 +322,11 @@ class _FusedOptimizer(Optimizer):
         for st, key, value in fixes:
             st[key] = value
         super().__setstate__(state)
-        self.__dict__.setdefault("n_threads", None)
-        self._plans = {}
-        self._packs = {}
+        self._adaptopt_init(n_threads)
 
     def _check_loaded(self, st, p, group, where):
         fixes = []
-        for key in self._all_buffers:
+        for key in self.spec.all_buffers:
             v = st.get(key)
             if v is None:
                 continue
@@ -313,23 +340,27 @@ class _FusedOptimizer(Optimizer):
                                  f"layout {v.layout} on {v.device}")
             if not v.is_contiguous():
                 fixes.append((st, key, v.contiguous()))
-        if self._has_step and "step" in st:
-            v = st["step"]
+        for key in self._counter_keys():
+            if key not in st:
+                continue
+            v = st[key]
             value = v.item() if isinstance(v, torch.Tensor) and v.numel() == 1 else v
-            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value >= 0:
-                raise ValueError(f"{where}: 'step' must be a non-negative number, got {v!r}")
-            if not (isinstance(v, torch.Tensor) and v.device.type == "cpu"
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
+                    value >= 0 if key == "step" else value == value):
+                raise ValueError(f"{where}: {key!r} must be a "
+                                 f"{'non-negative' if key == 'step' else 'finite'} number, "
+                                 f"got {v!r}")
+            if not (isinstance(v, torch.Tensor) and v.device.type == "cpu" and v.dim() == 0
                     and v.dtype in _STEP_DTYPES and not v.requires_grad):
-                fixes.append((st, "step", torch.tensor(float(value),
-                                                       dtype=_scalar_dtype(group.get("fused")))))
+                fixes.append((st, key, torch.tensor(float(value),
+                                                    dtype=_scalar_dtype(group.get("fused")))))
         return fixes
 
-    def _group_setdefaults(self, group):
-        """What torch's __setstate__ fills in for checkpoints of older versions."""
-        for k, v in self._setdefaults.items():
-            group.setdefault(k, v)
+    def _counter_keys(self):
+        """The per-parameter counters torch keeps as 0-d tensors."""
+        return (("step",) if self._has_step else ()) + tuple(self.spec.scalar_state)
 
-    @_use_grad_for_differentiable
+    @torch.no_grad()
     def step(self, closure=None):
         """Perform a single optimization step.
 
@@ -341,457 +372,281 @@ class _FusedOptimizer(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        # Check every group before changing any, so a failing step changes nothing.
-        work = [w for w in (self._prepare(gi, g) for gi, g in enumerate(self.param_groups))
-                if w is not None]
-        threads = resolve_threads(self.n_threads)
-        for gi, group, hyper, names, key, plan, pwg, gptrs in work:
-            first = None
+        with self._lock:
+            plan = self._current_plan()
             if plan is None:
-                first = self._init_state(pwg, group, hyper, names)
-                if len(self._plans) >= 64:
-                    self._plans.clear()
-                plan = self._plans[key] = self._build_plan(pwg, group, gi, names)
-            self._run(plan, hyper, gptrs, first, threads)
+                plan = self._build()
+            plan.run(plan.prepare(), resolve_threads(self.n_threads), _counters)
         return loss
 
-    # --- one step ------------------------------------------------------------
-    def _prepare(self, gi, group):
-        """Check a group for this step; nothing is modified.
-
-        With a cached plan, one pass per parameter confirms the plan still
-        holds and checks the gradient; otherwise parameters and existing
-        state are checked in full first.
-        """
-        where = f"param_groups[{gi}]: "
-        hyper = self._hyper(group, where)
-        _check_flags(type(self), group, where)
-        pwg = [p for p in group["params"] if p.grad is not None]
-        if not pwg:
-            return None
-        names = self._names(hyper)
-        key = (gi, names, tuple(map(id, pwg)))
-        plan = self._plans.get(key)
-        if plan is not None:
-            gptrs = self._check_grads(gi, group, pwg, plan.starts, plan.ends, plan.labels, plan)
-            if gptrs is not None:
-                return gi, group, hyper, names, key, plan, pwg, gptrs
-        starts, ends, labels = self._check_params(gi, group, pwg, names)
-        gptrs = self._check_grads(gi, group, pwg, starts, ends, labels, None)
-        return gi, group, hyper, names, key, None, pwg, gptrs
-
-    def _check_grads(self, gi, group, pwg, starts, ends, labels, plan):
-        """Gradient addresses, after checking them; None if the plan is stale."""
+    # --- the engine ------------------------------------------------------------
+    def _current_plan(self):
+        """The cached plan for this step, if everything it holds is unchanged."""
         state = self.state
-        gptrs = []
-        rows = plan.rows if plan is not None else [None] * len(pwg)
-        for p, row in zip(pwg, rows):
-            if row is not None:
-                _, pptr, numel, dtype, st, tensors = row
-                if (p.data_ptr() != pptr or p.numel() != numel or p.dtype is not dtype
-                        or not p.is_contiguous() or state.get(p) is not st):
-                    return None
-                for k, t, tptr in tensors:
-                    if st.get(k) is not t or t.data_ptr() != tptr:
-                        return None
-            g = p.grad
-            if (g.layout is not torch.strided or not g.is_cpu or g.dtype is not p.dtype
-                    or g.shape != p.shape or not g.is_contiguous()):
-                raise _grad_problem(type(self), p, g, self._locate(gi, group, p))
-            gp = g.data_ptr()
-            ge = gp + g.numel() * g.element_size()
-            k = bisect.bisect_left(starts, ge)
-            if k and ends[k - 1] > gp and ge > gp:
-                raise ValueError(f"the gradient of {self._locate(gi, group, p)} shares "
-                                 f"memory with {self._label(labels[k - 1])}, which the step "
-                                 "writes: give the parameter a separate gradient tensor")
-            gptrs.append(gp)
-        return gptrs
-
-    @staticmethod
-    def _locate(gi, group, p):
-        """Name a parameter (error messages only: a linear search)."""
-        for k, q in enumerate(group["params"]):
-            if q is p:
-                return _where(group, gi, k, p)
-        return f"a parameter of param_groups[{gi}]"
-
-    def _label(self, tag):
-        """Name a memory span tagged (group index, index in group, state key or None)."""
-        gi, k, key = tag
-        group = self.param_groups[gi]
-        where = _where(group, gi, k, group["params"][k])
-        return where if key is None else f"state[{key!r}] of {where}"
-
-    def _entries(self, names):
-        return (("step",) if self._has_step else ()) + tuple(n for n in names if n)
-
-    def _check_params(self, gi, group, pwg, names):
-        """Full check of parameters and their existing state (no usable plan)."""
-        spans = []
-        index = {id(q): k for k, q in enumerate(group["params"])}
-        entries = self._entries(names)
-        for p in pwg:
-            k = index[id(p)]
-            err = _param_problem(type(self), p, "")
-            if err is not None:
-                raise _param_problem(type(self), p, _where(group, gi, k, p))
-            spans.append(_span(p) + ((gi, k, None),))
-            st = self.state.get(p) or {}
-            for key in entries:
-                v = st.get(key)
-                if v is None:
-                    continue
-                if key == "step":
-                    if not (isinstance(v, torch.Tensor) and v.numel() == 1 and v.is_cpu
-                            and v.dtype in _STEP_DTYPES and not v.requires_grad):
-                        raise ValueError(f"{self._label((gi, k, key))} must be a 1-element "
-                                         f"float32/float64 CPU tensor, got {v!r}")
-                    continue
-                if not (isinstance(v, torch.Tensor) and v.layout is torch.strided and v.is_cpu
-                        and v.dtype is p.dtype and v.shape == p.shape and v.is_contiguous()):
-                    got = (f"shape {tuple(v.shape)}, dtype {v.dtype}, device {v.device}, "
-                           f"contiguous {v.is_contiguous()}" if isinstance(v, torch.Tensor)
-                           else type(v).__name__)
-                    raise ValueError(f"{self._label((gi, k, key))} must be a contiguous CPU "
-                                     f"tensor of the parameter's shape and dtype, got {got}")
-                spans.append(_span(v) + ((gi, k, key),))
-        spans = _no_overlap(spans, "the step writes each of them in place, so parameters "
-                            "and optimizer state must not overlap", self._label)
-        return [s for s, _, _ in spans], [e for _, e, _ in spans], [w for _, _, w in spans]
-
-    def _init_state(self, pwg, group, hyper, names):
-        """Create missing state as torch does; the rows whose buffer is new (SGD)."""
-        first = set()
-        for i, p in enumerate(pwg):
-            if not self._has_step and not any(names):
-                continue  # SGD without momentum keeps no state, as torch
-            st = self.state[p]
-            if self._has_step and "step" not in st:
-                st["step"] = torch.tensor(0.0, dtype=_scalar_dtype(group.get("fused")))
-            for key in names:
-                if key and st.get(key) is None:
-                    st[key] = self._new_buffer(key, p, group)
-                    if key == "momentum_buffer" and not self._has_step:
-                        first.add(i)
-        return first
-
-    def _new_buffer(self, key, p, group):
-        return torch.zeros_like(p, memory_format=torch.preserve_format)
-
-    def _build_plan(self, pwg, group, gi, names):
-        """The pointer tables of a group's parameters with a gradient, by dtype."""
-        index = {id(q): k for k, q in enumerate(group["params"])}
-        by_dtype = {}
-        for i, p in enumerate(pwg):
-            by_dtype.setdefault(p.dtype, []).append(i)
-        entries = self._entries(names)
-        plan = _Plan()
-        plan.batches = []
-        rows = [None] * len(pwg)
-        spans = []
-        if self._has_step:  # once for all batches: a repack would strand earlier ones
-            steps, pos = self._step_pack(gi, group, pwg)
-        for dtype, idx in by_dtype.items():
-            b = _Batch()
-            b.code = _DTYPE_CODE[dtype]
-            b.idx = None if len(idx) == len(pwg) else np.array(idx, dtype=np.intp)
-            n = len(idx)
-            b.ptr2d = np.zeros((n, self._nbuf), dtype=np.uint64)
-            b.ptr = b.ptr2d.ravel()
-            b.sizes = np.zeros(n, dtype=np.uintp)
-            b.steps = b.step_idx = None
-            if self._has_step:
-                b.steps = steps
-                step_idx = [pos[id(pwg[i])] for i in idx]
-                if step_idx != list(range(len(b.steps))):
-                    b.step_idx = np.array(step_idx, dtype=np.intp)
-            for r, i in enumerate(idx):
-                p = pwg[i]
-                st = self.state.get(p)
-                b.ptr2d[r, 0] = p.data_ptr()
-                b.sizes[r] = p.numel()
-                k = index[id(p)]
-                spans.append(_span(p) + ((gi, k, None),))
-                for c, key in enumerate(names, 2):
-                    if key:
-                        b.ptr2d[r, c] = st[key].data_ptr()
-                        spans.append(_span(st[key]) + ((gi, k, key),))
-                rows[i] = (p, p.data_ptr(), p.numel(), dtype, st,
-                           tuple((k, st[k], st[k].data_ptr()) for k in entries))
-            b.offsets = np.zeros(n + 1, dtype=np.uintp)
-            np.cumsum(b.sizes, out=b.offsets[1:])
-            plan.batches.append(b)
-        plan.rows = rows
-        spans = sorted((s for s in spans if s[1] > s[0]), key=lambda s: s[:2])
-        plan.starts = [s for s, _, _ in spans]
-        plan.ends = [e for _, e, _ in spans]
-        plan.labels = [w for _, _, w in spans]
+        if (not self._plans or type(state) is not _State or state.stamp is not self._stamp
+                or not _engine.same_layout(self._layout, self.param_groups)):
+            return None
+        plan = self._plans.get(_kernels.grad_mask(self._flat))
+        if plan is None:
+            return None
+        for w in plan.work:
+            if not w.snap.holds(w.snap.group):
+                return None
+        spans, strided = plan.spans.compiled, torch.strided
+        if not all(b.check_torch(spans, strided) < 0 for b in plan.batches):
+            # another plan may have stepped some of these parameters: recount, check again
+            if not plan.resync(self._read_counters, _counters) or not all(
+                    b.check_torch(spans, strided) < 0 for b in plan.batches):
+                return None
         return plan
 
-    def _step_pack(self, gi, group, params):
-        """The group's 'step' tensors as 0-d views of one tensor: (its NumPy view,
-        {id(param): position}).
+    def _read_counters(self, batch):
+        """(step to take, scalar state) shared by the batch's rows, or None."""
+        now = {}
+        for pk in batch.packs:
+            vals = pk[1] if pk[2] is None else pk[1][pk[2]]
+            if vals.size and not (vals == vals[0]).all():
+                return None
+            now[pk[0]] = float(vals[0]) if vals.size else 0.0
+        t = int(now.pop("step", 0)) + 1
+        return t, now or None
 
-        Kept while every parameter asked for is in it with the same view;
-        otherwise rebuilt from all of the group's parameters that have a step
-        (values kept, the views replace the step tensors in self.state).
-        """
-        pack = self._packs.get(gi)
-        if pack is not None:
-            steps, pos, views = pack
-            state = self.state
-            if all(id(p) in pos and state[p]["step"] is views[pos[id(p)]] for p in params):
-                return steps, pos
-        members = [p for p in group["params"] if "step" in self.state.get(p, ())]
-        old = [self.state[p]["step"] for p in members]
-        dtypes = {t.dtype for t in old}
-        dtype = dtypes.pop() if len(dtypes) == 1 else _scalar_dtype(group.get("fused"))
-        base = torch.tensor([t.item() for t in old], dtype=dtype)
-        views = [base[i] for i in range(len(members))]
-        for p, v in zip(members, views):
-            self.state[p]["step"] = v
-        pos = {id(p): i for i, p in enumerate(members)}
-        self._packs[gi] = (base.numpy(), pos, views)
-        return base.numpy(), pos
+    def _snapshot(self, gi, group):
+        snap = self._snaps.get(gi)
+        if snap is None or not snap.holds(group):
+            where = f"param_groups[{gi}]: "
+            try:
+                snap = _engine.Snapshot(self.spec, group, type(self).__name__, freeze=_freeze,
+                                        clean=lambda g: self._clean(g, where))
+            except (TypeError, ValueError) as e:
+                raise type(e)(str(e) if str(e).startswith(where) else f"{where}{e}") from None
+            self._snaps[gi] = snap
+        return snap
 
-    def _run(self, plan, hyper, gptrs, first, threads):
-        algo = _kernels.ALGOS[self._algo]
-        gptrs = np.array(gptrs, dtype=np.uint64)
+    def _build(self):
+        """Validate everything the step will touch, create missing state, and
+        make (and cache) the plan.  Nothing changes before the last check."""
+        if type(self.state) is not _State:  # replaced by hand
+            self.state = _State(self.state)
+        groups = self.param_groups
+        snaps = [self._snapshot(gi, g) for gi, g in enumerate(groups)]
+        rows, spans = [], []  # (group index, index in group, parameter)
+        for gi, group in enumerate(groups):
+            for k, p in enumerate(group["params"]):
+                err = _param_problem(type(self), p, "")
+                if err is not None:
+                    raise _param_problem(type(self), p, _where(group, gi, k, p))
+                spans.append(_span(p) + (_where(group, gi, k, p), p))
+                if p.grad is not None:
+                    rows.append((gi, k, p))
+        for gi, k, p in rows:
+            spans += self._check_state(gi, k, p, snaps[gi].hyper)
+        owned = _engine.sorted_spans(spans, "share memory: the step writes each of them in "
+                                            "place, so parameters and optimizer state must "
+                                            "not overlap")
+        for gi, k, p in rows:
+            err = _grad_problem(type(self), p, p.grad, _where(groups[gi], gi, k, p))
+            if err is not None:
+                raise err
+            hit = owned.find(*_span(p.grad))
+            if hit is not None:
+                raise ValueError(f"the gradient of {_where(groups[gi], gi, k, p)} shares "
+                                 f"memory with {hit}, which the step writes: give the "
+                                 "parameter a separate gradient tensor")
+        steps = {}
+        for gi, k, p in rows:
+            st = self.state.get(p, {})
+            t = (int(st["step"].item()) if self._has_step and "step" in st else 0) + 1
+            if (gi, t) not in steps:
+                steps[gi, t] = snaps[gi].resolved(t)  # a schedule runs before anything changes
+        # nothing changes above this line
+        first = self._init_state(rows, steps)
+        packs = {gi: self._pack(gi, group) for gi, group in enumerate(groups)}
+        batches = {}
+        for gi, k, p in rows:
+            st = self.state[p]
+            t = (int(st["step"].item()) if self._has_step else 0) + 1
+            s = tuple((key, float(st[key].item())) for key in self.spec.scalar_state)
+            key = (gi, p.dtype, t, s, p in first)
+            batches.setdefault(key, []).append(p)
+        plan = _engine.Plan(None)
+        for (gi, dtype, t, s, is_first), ps in batches.items():
+            h = steps[gi, t]
+            extra = _kernels.flag_bits(self.spec.kernel, self.spec.first_flag) if is_first else 0
+            b = self._batch(ps, self.spec.buffers(h), dtype, packs[gi])
+            w = _engine.Work(snaps[gi], t, dict(s) or None, extra, h)
+            _counters(b, w, w.s)  # what the check below expects
+            plan.add(b, w)
+        owned = [_span(p) + ("", p) for g in groups for p in g["params"]]
+        for gi, k, p in rows:
+            owned += [_span(v) + ("", v) for v in self.state[p].values()
+                      if isinstance(v, torch.Tensor) and v.dim() > 0]
+        plan.spans = _engine.sorted_spans(owned)
+        self._layout = _engine.layout_of(groups)
+        self._flat = [p for g in groups for p in g["params"]]
+        self._stamp = self.state.stamp
         for b in plan.batches:
-            b.ptr2d[:, 1] = gptrs if b.idx is None else gptrs[b.idx]
-            n = len(b.sizes)
-            # the rows' (step to take, extra flags): torch counts first, in the step's dtype
-            if b.steps is None:
-                new = [0] * n
-            else:
-                new = (b.steps + 1 if b.step_idx is None else b.steps[b.step_idx] + 1).tolist()
-            extra = [0] * n
-            if first:
-                pos = range(n) if b.idx is None else b.idx.tolist()
-                extra = [optim.FIRST if i in first else 0 for i in pos]
-            keys = list(zip(new, extra))
-            if keys.count(keys[0]) == n:
-                calls = [(keys[0], None)]
-            else:
-                rows = {}
-                for r, k in enumerate(keys):
-                    rows.setdefault(k, []).append(r)
-                calls = [(k, np.array(r, dtype=np.intp)) for k, r in rows.items()]
-            for (step, flag), rows in calls:
-                flags, scal = self._kernel_args(hyper, step)
-                if rows is None:
-                    ptr, offsets = b.ptr, b.offsets
-                else:
-                    ptr = b.ptr2d[rows].ravel()
-                    offsets = np.zeros(len(rows) + 1, dtype=np.uintp)
-                    np.cumsum(b.sizes[rows], out=offsets[1:])
-                rc = _kernels.step(algo, b.code, ptr, self._nbuf, offsets,
-                                   np.array(scal, dtype=np.float64), flags | flag, threads)
-                if rc != _kernels.OK:
-                    raise RuntimeError(f"adaptopt kernel {self._algo} failed with code {rc}")
-            if b.steps is not None:
-                if b.step_idx is None:
-                    b.steps += 1
-                else:
-                    b.steps[b.step_idx] += 1
+            if b.check_torch(plan.spans.compiled, torch.strided) >= 0:
+                raise RuntimeError("adaptopt: a validated step failed the engine's check")
+        if len(self._plans) >= _MAX_PLANS:
+            self._plans.clear()
+        self._plans[_kernels.grad_mask(self._flat)] = plan
+        return plan
+
+    def _check_state(self, gi, k, p, h):
+        """Parameter p's existing state as the step would use it: its spans,
+        or an error naming what is wrong."""
+        group = self.param_groups[gi]
+        st = self.state.get(p)
+        if st is None:
+            return []
+        if not isinstance(st, dict):
+            raise TypeError(f"the state of {_where(group, gi, k, p)} must be a dict, got "
+                            f"{type(st).__name__}")
+        spans = []
+        for key in self._counter_keys():
+            v = st.get(key)
+            if v is None:
+                continue
+            if not (isinstance(v, torch.Tensor) and v.numel() == 1 and v.is_cpu and v.dim() == 0
+                    and v.dtype in _STEP_DTYPES and not v.requires_grad):
+                raise ValueError(f"state[{key!r}] of {_where(group, gi, k, p)} must be a 0-d "
+                                 f"float32/float64 CPU tensor, got {v!r}")
+            value = v.item()
+            if key == "step" and not (value >= 0 and value == int(value)):
+                raise ValueError(f"state['step'] of {_where(group, gi, k, p)} must be a whole "
+                                 f"number >= 0, got {value!r}")
+            if not np.isfinite(value):
+                raise ValueError(f"state[{key!r}] of {_where(group, gi, k, p)} must be finite, "
+                                 f"got {value!r}")
+        for key in self.spec.buffers(h):
+            v = st.get(key)
+            if v is None:
+                continue
+            if not (isinstance(v, torch.Tensor) and v.layout is torch.strided and v.is_cpu
+                    and v.dtype is p.dtype and v.shape == p.shape and v.is_contiguous()
+                    and not v.is_neg()):
+                got = (f"shape {tuple(v.shape)}, dtype {v.dtype}, device {v.device}, "
+                       f"contiguous {v.is_contiguous()}" if isinstance(v, torch.Tensor)
+                       else type(v).__name__)
+                raise ValueError(f"state[{key!r}] of {_where(group, gi, k, p)} must be a "
+                                 "contiguous CPU tensor of the parameter's shape and dtype, "
+                                 f"got {got}")
+            spans.append(_span(v) + (f"state[{key!r}] of {_where(group, gi, k, p)}", v))
+        return spans
+
+    def _init_state(self, rows, steps):
+        """Create missing state as torch does; the parameters whose buffers
+        take the first gradient (SGD's momentum)."""
+        first = set()
+        for gi, k, p in rows:
+            group = self.param_groups[gi]
+            st = self.state[p]
+            t = (int(st["step"].item()) if self._has_step and "step" in st else 0) + 1
+            h = steps[gi, t]
+            if self._has_step and "step" not in st:
+                st["step"] = torch.tensor(0.0, dtype=_scalar_dtype(group.get("fused")))
+            for key, init in self.spec.scalar_state.items():
+                if key not in st:
+                    st[key] = torch.tensor(float(init(h)), dtype=_scalar_dtype(group.get("fused")))
+            for key in self.spec.buffers(h):
+                if st.get(key) is None:
+                    init = self.spec.init.get(key)
+                    if init == "grad":
+                        first.add(p)
+                        st[key] = torch.empty_like(p, memory_format=torch.preserve_format)
+                    else:
+                        st[key] = self._new_buffer(key, p, group, h)
+        return first
+
+    def _new_buffer(self, key, p, group, h):
+        init = self.spec.init.get(key)
+        if init is None:
+            return torch.zeros_like(p, memory_format=torch.preserve_format)
+        return torch.full_like(p, float(init(h)), memory_format=torch.preserve_format)
+
+    def _pack(self, gi, group):
+        """The group's counters as 0-d views of one tensor per key (torch's
+        state layout, counted with one operation per batch): {key: (NumPy view,
+        {parameter id: position}, views)}.  Kept while every member's counter
+        is still its view; otherwise rebuilt from the group's parameters that
+        have one (values kept, the views replace the tensors in self.state)."""
+        out = {}
+        members_all = group["params"]
+        for key in self._counter_keys():
+            pack = self._packs.get((gi, key))
+            members = [p for p in members_all if key in self.state.get(p, ())]
+            if pack is not None:
+                arr, pos, views, base = pack
+                if len(pos) == len(members) and all(
+                        id(p) in pos and self.state[p][key] is views[pos[id(p)]] for p in members):
+                    out[key] = pack
+                    continue
+            old = [self.state[p][key] for p in members]
+            dtypes = {t.dtype for t in old}
+            dtype = dtypes.pop() if len(dtypes) == 1 else _scalar_dtype(group.get("fused"))
+            base = torch.tensor([t.item() for t in old], dtype=dtype)
+            views = [base[i] for i in range(len(members))]
+            for p, v in zip(members, views):
+                dict.__setitem__(self.state[p], key, v)
+            pos = {id(p): i for i, p in enumerate(members)}
+            out[key] = self._packs[gi, key] = (base.numpy(), pos, views, base)
+        return out
+
+    def _batch(self, ps, names, dtype, packs):
+        spec = self.spec
+        keys = (None, None) + tuple(n if n in names else None for n in spec.kernel_buffers)
+        objs, states = [], []
+        for p in ps:
+            st = self.state[p]
+            states.append(st)
+            objs += [p, None] + [st[k] if k else None for k in keys[2:]]
+        ptrs = [0 if t is None else t.data_ptr() for t in objs]
+        nbytes = [0 if t is None else t.nbytes for t in objs]
+        b = _kernels.Batch(_kernels.KIND_TORCH, spec.code, _DTYPE_CODE[dtype], keys, objs, states,
+                           ptrs, nbytes, [p.numel() for p in ps], dtype_obj=dtype,
+                           shapes=[p.shape for p in ps])
+        bp = []
+        for key, (arr, pos, views, base) in packs.items():
+            idx = [pos[id(p)] for p in ps]
+            positions = None if idx == list(range(len(arr))) else np.array(idx, dtype=np.intp)
+            bp.append((key, arr, positions, [views[i] for i in idx], 0.0, 0.0))
+        b.packs = bp
+        return b
 
 
 # --------------------------------------------------------------------------
-def _doc(cls):
-    base = getattr(torch.optim, cls._torch_name).__doc__ or ""
-    return (f"torch.optim.{cls._torch_name} with adaptopt's fused CPU kernel.\n\n"
-            "Same arguments, defaults, state and state_dict as torch.optim; one kernel call\n"
-            "per (group, dtype, step) batch updates CPU float32/float64 contiguous tensors in\n"
-            "place.  Extra keyword: n_threads (None: adaptopt's default, see\n"
-            "adaptopt.set_num_threads).  torch.optim's documentation follows.\n\n" + base)
+def _make(spec):
+    """adaptopt.torch.<Name>: a subclass of torch.optim.<Name> with the engine's step."""
+    base = getattr(torch.optim, spec.torch)
+    sig = inspect.signature(base.__init__)
+    params = list(sig.parameters.values())
+    params.append(inspect.Parameter("n_threads", inspect.Parameter.KEYWORD_ONLY, default=None))
+    new_sig = sig.replace(parameters=params)
+
+    def __init__(self, *args, n_threads=None, **kwargs):
+        resolve_threads(n_threads)
+        self.n_threads = n_threads
+        self._plans = None  # add_param_group runs inside torch's __init__
+        base.__init__(self, *args, **kwargs)
+        self._adaptopt_init(n_threads)
+        if spec.eager_state:  # torch made the state: make sure it is ours to check
+            self._plans = {}
+
+    __init__.__signature__ = new_sig
+    doc = (f"torch.optim.{spec.torch} with adaptopt's fused CPU kernel.\n\n"
+           "Same arguments, defaults, checks, state and state_dict as torch.optim (it is a\n"
+           f"subclass of torch.optim.{spec.torch}); one kernel call per (group, dtype, step)\n"
+           "batch updates CPU float32/float64 contiguous tensors in place.  Extra keyword:\n"
+           "n_threads (None: adaptopt's default, see adaptopt.set_num_threads).\n\n"
+           f"torch.optim.{spec.torch}'s documentation follows.\n\n" + (base.__doc__ or ""))
+    has_step = spec.name != "SGD"
+    return type(spec.name, (_Fused, base), {
+        "spec": spec, "__init__": __init__, "__doc__": doc, "__module__": __name__,
+        "__qualname__": spec.name, "_has_step": has_step, "step": _Fused.step})
 
 
-class Adam(_FusedOptimizer):
-    _algo, _nbuf, _torch_name = "adam", 5, "Adam"
-    _all_buffers = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
-    _sparse_advice = ("use torch.optim.SparseAdam for sparse gradients (e.g. "
-                      "nn.Embedding(..., sparse=True)), or create the module with sparse=False")
-    _setdefaults = {"amsgrad": False, "maximize": False, "foreach": None, "capturable": False,
-                    "differentiable": False, "decoupled_weight_decay": False, "fused": None}
-
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
-                 amsgrad=False, *, foreach=None, maximize=False, capturable=False,
-                 differentiable=False, fused=None, decoupled_weight_decay=False,
-                 n_threads=None):
-        _torch_checks(lr=lr, eps=eps)
-        for i in (0, 1):
-            if not 0.0 <= betas[i] < 1.0:
-                raise ValueError(f"Invalid beta parameter at index {i}: {betas[i]}")
-        _torch_checks(weight_decay=weight_decay)
-        betas = tuple(b.squeeze() if isinstance(b, torch.Tensor) and b.dim() else b
-                      for b in betas)
-        defaults = {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay,
-                    "amsgrad": amsgrad, "maximize": maximize, "foreach": foreach,
-                    "capturable": capturable, "differentiable": differentiable,
-                    "fused": fused, "decoupled_weight_decay": decoupled_weight_decay}
-        super().__init__(params, defaults, n_threads)
-
-    def _hyper(self, group, where=""):
-        betas = group["betas"]
-        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-            raise TypeError(f"{where}betas must be a pair (beta1, beta2), got {betas!r}")
-        return {"lr": _real(where, "lr", group["lr"]),
-                "betas": (_real(where, "betas[0]", betas[0], 0.0, 1.0),
-                          _real(where, "betas[1]", betas[1], 0.0, 1.0)),
-                "eps": _real(where, "eps", group["eps"]),
-                "weight_decay": _real(where, "weight_decay", group["weight_decay"]),
-                "amsgrad": bool(group["amsgrad"]), "maximize": bool(group["maximize"]),
-                "decoupled": bool(group["decoupled_weight_decay"])}
-
-    def _names(self, hyper):
-        return ("exp_avg", "exp_avg_sq", "max_exp_avg_sq" if hyper["amsgrad"] else None)
-
-    def _kernel_args(self, hyper, step):
-        return (optim.AdamW if hyper["decoupled"] else optim.Adam)._kernel_args(hyper, step)
-
-
-class AdamW(Adam):
-    _torch_name = "AdamW"
-
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
-                 amsgrad=False, *, maximize=False, foreach=None, capturable=False,
-                 differentiable=False, fused=None, n_threads=None):
-        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, foreach=foreach,
-                         maximize=maximize, capturable=capturable,
-                         differentiable=differentiable, fused=fused,
-                         decoupled_weight_decay=True, n_threads=n_threads)
-
-    def _group_setdefaults(self, group):
-        super()._group_setdefaults(group)
-        group["decoupled_weight_decay"] = True  # as torch.optim.AdamW.__setstate__
-
-
-class Adagrad(_FusedOptimizer):
-    _algo, _nbuf, _torch_name = "adagrad", 3, "Adagrad"
-    _all_buffers = ("sum",)
-    _sparse_advice = ("torch.optim.Adagrad supports sparse gradients (e.g. "
-                      "nn.Embedding(..., sparse=True)); use it, or create the module with "
-                      "sparse=False")
-    _setdefaults = {"foreach": None, "maximize": False, "differentiable": False, "fused": None}
-
-    def __init__(self, params, lr=1e-2, lr_decay=0, weight_decay=0, initial_accumulator_value=0,
-                 eps=1e-10, foreach=None, *, maximize=False, differentiable=False, fused=None,
-                 n_threads=None):
-        _torch_checks(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
-                      initial_accumulator_value=initial_accumulator_value, eps=eps)
-        defaults = {"lr": lr, "lr_decay": lr_decay, "eps": eps, "weight_decay": weight_decay,
-                    "initial_accumulator_value": initial_accumulator_value,
-                    "foreach": foreach, "maximize": maximize,
-                    "differentiable": differentiable, "fused": fused}
-        super().__init__(params, defaults, n_threads)
-        # torch creates Adagrad's state here, with the constructor's accumulator value
-        for group in self.param_groups:
-            for p in group["params"]:
-                st = self.state[p]
-                st["step"] = torch.tensor(0.0, dtype=_scalar_dtype(group["fused"]))
-                st["sum"] = torch.full_like(p, initial_accumulator_value,
-                                            memory_format=torch.preserve_format)
-
-    def _new_buffer(self, key, p, group):
-        # torch's lazy path (parameters added later) uses the defaults' value
-        return torch.full_like(p, self.defaults["initial_accumulator_value"],
-                               memory_format=torch.preserve_format)
-
-    def share_memory(self):
-        """Calls tensor.share_memory_() on the state sum tensors (as torch's Adagrad)."""
-        for group in self.param_groups:
-            for p in group["params"]:
-                self.state[p]["sum"].share_memory_()
-        self._plans = {}
-
-    def _hyper(self, group, where=""):
-        return {"lr": _real(where, "lr", group["lr"]),
-                "lr_decay": _real(where, "lr_decay", group["lr_decay"]),
-                "weight_decay": _real(where, "weight_decay", group["weight_decay"]),
-                "eps": _real(where, "eps", group["eps"]),
-                "maximize": bool(group["maximize"])}
-
-    def _names(self, hyper):
-        return ("sum",)
-
-    def _kernel_args(self, hyper, step):
-        return optim.Adagrad._kernel_args(hyper, step)
-
-
-class RMSprop(_FusedOptimizer):
-    _algo, _nbuf, _torch_name, _torch_fused = "rmsprop", 5, "RMSprop", False
-    _all_buffers = ("square_avg", "momentum_buffer", "grad_avg")
-    _sparse_advice = "torch.optim.RMSprop does not support them either; use sparse=False"
-    _setdefaults = {"momentum": 0, "centered": False, "foreach": None, "maximize": False,
-                    "differentiable": False, "capturable": False}
-
-    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0,
-                 centered=False, capturable=False, foreach=None, maximize=False,
-                 differentiable=False, *, n_threads=None):
-        _torch_checks(lr=lr, eps=eps, momentum=momentum, weight_decay=weight_decay, alpha=alpha)
-        defaults = {"lr": lr, "momentum": momentum, "alpha": alpha, "eps": eps,
-                    "centered": centered, "weight_decay": weight_decay,
-                    "capturable": capturable, "foreach": foreach, "maximize": maximize,
-                    "differentiable": differentiable}
-        super().__init__(params, defaults, n_threads)
-
-    def _hyper(self, group, where=""):
-        return {"lr": _real(where, "lr", group["lr"]),
-                "alpha": _real(where, "alpha", group["alpha"]),
-                "eps": _real(where, "eps", group["eps"]),
-                "weight_decay": _real(where, "weight_decay", group["weight_decay"]),
-                "momentum": _real(where, "momentum", group["momentum"]),
-                "centered": bool(group["centered"]), "maximize": bool(group["maximize"])}
-
-    def _names(self, hyper):
-        return ("square_avg", "momentum_buffer" if hyper["momentum"] > 0 else None,
-                "grad_avg" if hyper["centered"] else None)
-
-    def _kernel_args(self, hyper, step):
-        return optim.RMSprop._kernel_args(hyper, step)
-
-
-class SGD(_FusedOptimizer):
-    _algo, _nbuf, _torch_name, _has_step = "sgd", 3, "SGD", False
-    _all_buffers = ("momentum_buffer",)
-    _sparse_advice = ("torch.optim.SGD supports sparse gradients (e.g. "
-                      "nn.Embedding(..., sparse=True)); use it, or create the module with "
-                      "sparse=False")
-    _setdefaults = {"nesterov": False, "maximize": False, "foreach": None,
-                    "differentiable": False, "fused": False}
-
-    def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0,
-                 nesterov=False, *, maximize=False, foreach=None, differentiable=False,
-                 fused=None, n_threads=None):
-        _torch_checks(nan_ok=True, lr=lr, momentum=momentum, weight_decay=weight_decay)
-        defaults = {"lr": lr, "momentum": momentum, "dampening": dampening,
-                    "weight_decay": weight_decay, "nesterov": nesterov, "maximize": maximize,
-                    "foreach": foreach, "differentiable": differentiable, "fused": fused}
-        if nesterov and (momentum <= 0 or dampening != 0):
-            raise ValueError("Nesterov momentum requires a momentum and zero dampening")
-        super().__init__(params, defaults, n_threads)
-
-    def _hyper(self, group, where=""):
-        hyper = {"lr": _real(where, "lr", group["lr"]),
-                 "momentum": _real(where, "momentum", group["momentum"]),
-                 "dampening": _real(where, "dampening", group["dampening"], -float("inf")),
-                 "weight_decay": _real(where, "weight_decay", group["weight_decay"]),
-                 "nesterov": bool(group["nesterov"]), "maximize": bool(group["maximize"])}
-        if hyper["nesterov"] and (hyper["momentum"] <= 0 or hyper["dampening"] != 0):
-            raise ValueError(f"{where}Nesterov momentum requires a momentum and zero dampening")
-        return hyper
-
-    def _names(self, hyper):
-        return ("momentum_buffer" if hyper["momentum"] != 0 else None,)
-
-    def _new_buffer(self, key, p, group):
-        return torch.empty_like(p, memory_format=torch.preserve_format)  # FIRST writes it
-
-    def _kernel_args(self, hyper, step):
-        return optim.SGD._kernel_args(hyper, step)
-
-
-for _cls in (Adam, AdamW, Adagrad, RMSprop, SGD):
-    _cls.__doc__ = _doc(_cls)
-del _cls
+for _spec in SPECS:
+    if _spec.torch:
+        globals()[_spec.name] = _make(_spec)
+del _spec

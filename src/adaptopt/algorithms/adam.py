@@ -58,7 +58,7 @@ def _hyper(weight_decay, decoupled):
     return {"lr": Hyper(1e-3, c.learning_rate), "betas": Hyper((0.9, 0.999), c.betas),
             "eps": Hyper(1e-8, c.nonneg), "weight_decay": Hyper(weight_decay, c.nonneg),
             "amsgrad": Hyper(False, c.flag), "maximize": Hyper(False, c.flag),
-            "decoupled_weight_decay": Hyper(decoupled, c.flag)}
+            "decoupled_weight_decay": Hyper(decoupled, c.flag, public=not decoupled)}
 
 
 _common = dict(kernel="adam", update=update, flags=flags, fixed=fixed, per_step=per_step,

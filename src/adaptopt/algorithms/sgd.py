@@ -34,7 +34,7 @@ SGD = Spec(
            "nesterov": Hyper(False, c.flag), "maximize": Hyper(False, c.flag)},
     buffers=lambda h: ("momentum_buffer",) if h["momentum"] != 0 else (),
     required=lambda h: (),        # as in torch, a missing buffer is made from the next gradient
-    init={"momentum_buffer": "grad"},
+    init={"momentum_buffer": "grad"}, first_flag="first",
     flags=lambda h: [n for n, on in (("maximize", h["maximize"]), ("l2", h["weight_decay"] != 0),
                                      ("momentum", h["momentum"] != 0),
                                      ("nesterov", h["nesterov"])) if on],
