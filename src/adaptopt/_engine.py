@@ -185,6 +185,7 @@ class Plan:
             h = w.snap.resolved(w.t) if w.h is None else w.h
             w.h = None
             flags, scal = w.snap.kernel_args(h, w.t, w.s)
+            flags |= spec.step_flag_bits(h, w.t, w.s)   # ASGD's average branch
             new_s = spec.advance(h, w.t, w.s) if spec.advance else None
             out.append((h, flags | w.extra, scal, new_s))
         return out

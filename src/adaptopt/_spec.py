@@ -123,6 +123,10 @@ class Spec:
         names = self.flags(h)
         return sum(1 << self.kernel_flags.index(n) for n in names)
 
+    def step_flag_bits(self, h, t, s):
+        """The public flag bits step t chooses from the scalar state s (``step_flags``)."""
+        return sum(1 << self.kernel_flags.index(n) for n in self.step_flags(h, t, s))
+
     def fixed_scalars(self, h):
         """(flags, scalars as a list in kernel order with the step's slots None)."""
         values = self.fixed(h)

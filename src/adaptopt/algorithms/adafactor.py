@@ -79,6 +79,9 @@ def update(p, g, state, t, h):
     if eps1 is None:
         eps1 = float(np.finfo(p.dtype).eps)
     w, rho = per_step(h, t, None)
+    for k, shape in state_shapes(p.shape).items():   # torch makes them on the first step
+        if k not in state:
+            state[k] = np.zeros(shape, p.dtype)
     if h["maximize"]:
         g = -g
     n = p.size
