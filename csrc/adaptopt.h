@@ -61,6 +61,43 @@ int adaptopt_step(int algo, int dtype, size_t n_arrays, size_t nbuf,
 int adaptopt_roofline(int dtype, size_t n_arrays, void *const *ptr, const size_t *offsets,
                       int n_rw, int n_threads);
 
+/* Adafactor (torch.optim.Adafactor's definition; csrc/adafactor.c).  Not
+ * elementwise, so not an adaptopt_step algorithm: one call is one step of
+ * ONE parameter, in three passes (reductions, update norm, update).
+ *
+ * Factored (the parameter has >= 2 dims): p and g are batch x rows x cols
+ * (the leading dims flattened into batch), row_var has batch*rows elements,
+ * col_var batch*cols, variance is NULL.  Unfactored (0-D or 1-D): batch =
+ * rows = 1, cols = the element count, row_var = col_var = NULL, variance
+ * has cols elements.  All C-contiguous, of the dtype; g is never written.
+ *
+ * scal[ADAPTOPT_ADAFACTOR_NSCAL], in double, in this order:
+ *   one_minus_beta2   t^beta2_decay (the lerp weight)
+ *   rho               min(lr, 1/sqrt(t))
+ *   eps1              < 0: the dtype's machine epsilon (torch's eps1=None)
+ *   eps2, d           as torch
+ *   decay             1 - lr*weight_decay, used under ADAPTOPT_ADAFACTOR_DECAY
+ * flags: ADAPTOPT_ADAFACTOR_MAXIMIZE | ADAPTOPT_ADAFACTOR_DECAY.
+ *
+ * The result is bitwise independent of n_threads and the ISA (fixed block
+ * sizes and reduction order: adafactor.c.inc).  n_threads is used as given
+ * (clamped to adaptopt_thread_limit()): no size threshold, the caller
+ * decides.  Allocates O(batch*rows + batch*ceil(rows/64)*cols) scratch;
+ * returns ADAPTOPT_ENOMEM if that fails. */
+#define ADAPTOPT_ENOMEM      -4
+#define ADAPTOPT_ADAFACTOR_SCALARS(E) \
+    E(one_minus_beta2) E(rho) E(eps1) E(eps2) E(d) E(decay)
+#define ADAPTOPT_ADAFACTOR_SC_ENUM_(x) ADAPTOPT_ADAFACTOR_SC_##x,
+enum { ADAPTOPT_ADAFACTOR_SCALARS(ADAPTOPT_ADAFACTOR_SC_ENUM_) ADAPTOPT_ADAFACTOR_NSCAL };
+#define ADAPTOPT_ADAFACTOR_MAXIMIZE 1
+#define ADAPTOPT_ADAFACTOR_DECAY 2
+#define ADAPTOPT_ADAFACTOR_ROW_BLOCK 64   /* rows per column-partial block */
+#define ADAPTOPT_ADAFACTOR_CHUNK 4096     /* unfactored: elements per partial sum */
+int adaptopt_adafactor_step(int dtype, size_t batch, size_t rows, size_t cols,
+                            void *p, const void *g, void *row_var, void *col_var,
+                            void *variance, const double *scal, size_t nscal, int flags,
+                            int n_threads);
+
 /* Which kernels run: ADAPTOPT_ISA_*; set returns an error code.  The ISA,
  * the thresholds and the thread cap may be set while other threads step:
  * each step reads each of them once, atomically. */

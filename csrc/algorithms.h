@@ -30,7 +30,10 @@
     X(adam,    ADAM,    16384, 4096)       \
     X(adagrad, ADAGRAD, 16384, 8192)       \
     X(rmsprop, RMSPROP, 16384, 8192)       \
-    X(sgd,     SGD,     32768, 16384)
+    X(sgd,     SGD,     32768, 16384)      \
+    X(adadelta, ADADELTA, 16384, 4096)     \
+    X(rprop,   RPROP,   32768, 16384)      \
+    X(asgd,    ASGD,    32768, 16384)
 
 /* Adam, AdamW, AMSGrad (adam.c.inc) */
 #define ADAPTOPT_ADAM_BUFFERS(E, A) E(A, exp_avg) E(A, exp_avg_sq) E(A, max_exp_avg_sq)
@@ -54,6 +57,23 @@
 #define ADAPTOPT_SGD_BUFFERS(E, A) E(A, momentum_buffer)
 #define ADAPTOPT_SGD_SCALARS(E, A) E(A, weight_decay) E(A, momentum) E(A, one_minus_dampening) E(A, neg_lr)
 #define ADAPTOPT_SGD_FLAGS(E, A) E(A, maximize) E(A, l2) E(A, momentum) E(A, nesterov) E(A, first)
+
+/* Adadelta (adadelta.c.inc) */
+#define ADAPTOPT_ADADELTA_BUFFERS(E, A) E(A, square_avg) E(A, acc_delta)
+#define ADAPTOPT_ADADELTA_SCALARS(E, A) \
+    E(A, rho) E(A, one_minus_rho) E(A, eps) E(A, weight_decay) E(A, neg_lr)
+#define ADAPTOPT_ADADELTA_FLAGS(E, A) E(A, maximize) E(A, l2)
+
+/* Rprop (rprop.c.inc) */
+#define ADAPTOPT_RPROP_BUFFERS(E, A) E(A, prev) E(A, step_size)
+#define ADAPTOPT_RPROP_SCALARS(E, A) \
+    E(A, etaminus) E(A, etaplus) E(A, step_size_min) E(A, step_size_max)
+#define ADAPTOPT_RPROP_FLAGS(E, A) E(A, maximize)
+
+/* ASGD (asgd.c.inc); flag average: mu != 1 this step (chosen per step) */
+#define ADAPTOPT_ASGD_BUFFERS(E, A) E(A, ax)
+#define ADAPTOPT_ASGD_SCALARS(E, A) E(A, weight_decay) E(A, decay) E(A, neg_eta) E(A, mu)
+#define ADAPTOPT_ASGD_FLAGS(E, A) E(A, maximize) E(A, l2) E(A, average)
 
 /* ---- derived from the lists above; nothing to edit below ---------------- */
 #define ADAPTOPT_ENUM_ALGO_(name, NAME, t32, t64) ADAPTOPT_##NAME,

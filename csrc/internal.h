@@ -11,11 +11,35 @@
 typedef void (*adaptopt_seg_fn)(void *const *b, size_t off, size_t n,
                                 const void *sc, int flags);
 
-/* One ISA's kernels: per algorithm (algorithms.h order) and dtype, and the
- * benchmark-only roofline kernel per dtype. */
+/* Adafactor's loops for one ISA and dtype (adafactor.c.inc; adafactor.c
+ * runs them).  Pointers are to the dtype's elements; kk holds TYPE scalars. */
+typedef struct {
+    void (*rows_reduce)(const void *p, const void *g, size_t cols, size_t nrows,
+                        void *rowsq, void *psq, void *colp);
+    void (*rows_lerp)(void *rv, const void *rowsq, size_t n, size_t cols, double w);
+    void (*cols_finish)(const void *colp, size_t nblk, size_t stride, size_t ncols,
+                        void *cv, size_t rows, double w);
+    void (*rv_mean)(const void *rv, size_t rows, double eps1, void *out);
+    double (*sum)(const void *x, size_t n);
+    void (*rows_unorm)(const void *g, size_t cols, size_t nrows, const void *rv,
+                       const void *cv, const void *kk, void *usq, int flags);
+    void (*rows_update)(void *p, const void *g, size_t cols, size_t nrows, const void *rv,
+                        const void *cv, const void *kk, int flags);
+    void (*vec_reduce)(const void *p, const void *g, void *var, size_t n, const void *kk,
+                       void *psq, void *usq, int flags);
+    void (*vec_update)(void *p, const void *g, const void *var, size_t n, const void *kk,
+                       int flags);
+} adaptopt_adafactor_fns;
+#define ADAPTOPT_ADAFACTOR_FNS_(s)                                                     \
+    {af_rows_reduce_##s, af_rows_lerp_##s, af_cols_finish_##s, af_rv_mean_##s, af_sum_##s, \
+     af_rows_unorm_##s, af_rows_update_##s, af_vec_reduce_##s, af_vec_update_##s}
+
+/* One ISA's kernels: per algorithm (algorithms.h order) and dtype, the
+ * benchmark-only roofline kernel per dtype, and Adafactor's loops. */
 typedef struct {
     adaptopt_seg_fn step[ADAPTOPT_N_ALGOS][ADAPTOPT_N_DTYPES];
     adaptopt_seg_fn roofline[ADAPTOPT_N_DTYPES];
+    adaptopt_adafactor_fns adafactor[ADAPTOPT_N_DTYPES];
 } adaptopt_table;
 
 extern const adaptopt_table adaptopt_table_scalar;

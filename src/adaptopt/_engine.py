@@ -108,16 +108,6 @@ class Snapshot:
             raise ValueError(f"the lr schedule returned {value!r} at step {t}: {e}") from None
         return {**h, "lr": value}
 
-    def kernel_args(self, h, t, s):
-        """(flags, scalars in kernel order) of step t under h (resolved)."""
-        if self.scheduled:
-            flags, scal = self.spec.fixed_scalars(h)
-        else:
-            flags, scal = self.flags, list(self.fixed)
-        for pos, value in zip(self.positions, self.spec.per_step(h, t, s)):
-            scal[pos] = value
-        return flags, scal
-
 
 def same_layout(layout, groups):
     """The param groups hold the same dicts, lists and parameters as when
@@ -199,13 +189,14 @@ class Plan:
         for b, w in zip(self.batches, self.work):
             snap = w.snap
             spec = snap.spec
-            if w.h is None and not snap.scheduled and w.s is None:  # the common case
+            if w.h is None and not snap.scheduled and w.s is None and not spec.has_step_flags:
                 b.set_scalars(snap.flags | w.extra, snap.fixed, snap.positions,
                               spec.per_step(snap.hyper, b.t, None))
                 continue
             h = snap.resolved(b.t) if w.h is None else w.h
             w.h = None
             flags, fixed = spec.fixed_scalars(h) if snap.scheduled else (snap.flags, snap.fixed)
+            flags |= spec.step_flag_bits(h, b.t, w.s)  # RAdam's rectified step, ASGD's average
             b.set_scalars(flags | w.extra, fixed, snap.positions, spec.per_step(h, b.t, w.s))
             if w.s is not None:
                 w.next_s = spec.advance(h, b.t, w.s)
@@ -216,4 +207,5 @@ class Plan:
             if w.s is not None:
                 w.s = w.next_s
                 self.counters(b, w, w.s)
-        self.common = all(w.s is None and not w.snap.scheduled for w in self.work)
+        self.common = all(w.s is None and not w.snap.scheduled and not w.snap.spec.has_step_flags
+                          for w in self.work)

@@ -657,3 +657,29 @@ def compiler():
 
 def build_flags():
     return adaptopt_build_flags().decode()
+
+
+cdef extern from "adaptopt.h" nogil:
+    int adaptopt_adafactor_step(int dtype, size_t batch, size_t rows, size_t cols, void *p,
+                                const void *g, void *row_var, void *col_var, void *variance,
+                                const double *scal, size_t nscal, int flags, int n_threads)
+
+
+def adafactor_step(int dtype, size_t batch, size_t rows, size_t cols, uint64_t p, uint64_t g,
+                   uint64_t row_var, uint64_t col_var, uint64_t variance, scal, int flags,
+                   int n_threads):
+    """One Adafactor step of one parameter (csrc/adaptopt.h); addresses as
+    integers (0 for NULL), scal a sequence of ADAPTOPT_ADAFACTOR_NSCAL floats;
+    returns the C error code."""
+    cdef double sc[8]
+    cdef Py_ssize_t k, nscal = len(scal)
+    cdef int rc
+    if nscal > 8:
+        raise ValueError("at most 8 scalars")
+    for k in range(nscal):
+        sc[k] = scal[k]
+    with nogil:
+        rc = adaptopt_adafactor_step(dtype, batch, rows, cols, <void *>p, <const void *>g,
+                                     <void *>row_var, <void *>col_var, <void *>variance, sc,
+                                     nscal, flags, n_threads)
+    return rc

@@ -19,6 +19,15 @@ A Spec's functions take ``h``, the group's checked hyperparameters (a dict,
   ``s`` is the parameter's scalar state (a dict) or None.
 - ``advance(h, t, s)``: the scalar state after step t (algorithms that keep
   per-parameter scalars, such as NAdam's ``mu_product``).
+- ``step_flags(h, t, s)``: public kernel flags chosen per step from the
+  scalar state (ASGD's ``average``: torch's ``mu != 1`` branch); the engine
+  ORs them into ``flags(h)``.
+
+A non-elementwise algorithm (Adafactor) has no row in ``csrc/algorithms.h``:
+``kernel`` is None and ``entry`` describes its own C entry point instead
+(``{"function": name in _kernels, "buffers": (...), "scalars": (...),
+"flags": (...)}``, names in that entry's order); ``state_shapes(shape)``
+gives the shape of each state buffer the parameter of that shape has.
 """
 
 import inspect
@@ -45,7 +54,8 @@ class Spec:
     def __init__(self, name, kernel, hyper, update, flags, fixed, per_step=None,
                  step_scalars=(), buffers=None, init=None, scalar_state=None, advance=None,
                  check=None, required=None, eager_state=False, torch=None, doc="",
-                 references="", first_flag=None):
+                 references="", first_flag=None, step_flags=None, entry=None,
+                 state_shapes=None):
         self.name = name                  # the class name: "Adam"
         self.kernel = kernel              # the C algorithm (algorithms.h): "adam"
         self.hyper = dict(hyper)          # name -> Hyper, in signature order
@@ -65,7 +75,14 @@ class Spec:
         self.torch = torch                # the torch.optim class name, None if torch has none
         self.doc = inspect.cleandoc(doc)
         self.references = references
-        info = _kernel_info(kernel)
+        self.step_flags = step_flags or (lambda h, t, s: ())
+        self.has_step_flags = step_flags is not None
+        self.entry = entry                # non-elementwise: its C entry point (see above)
+        self.state_shapes = state_shapes
+        if entry is None:
+            info = _kernel_info(kernel)
+        else:
+            info = dict(entry, code=None, buffers=("p", "g") + tuple(entry["buffers"]))
         self.kernel_buffers = info["buffers"][2:]   # after p and g
         self.kernel_scalars = info["scalars"]
         self.kernel_flags = info["flags"]
@@ -106,6 +123,10 @@ class Spec:
         """The public flag bits of a step under h."""
         names = self.flags(h)
         return sum(1 << self.kernel_flags.index(n) for n in names)
+
+    def step_flag_bits(self, h, t, s):
+        """The public flag bits step t chooses from the scalar state s (``step_flags``)."""
+        return sum(1 << self.kernel_flags.index(n) for n in self.step_flags(h, t, s))
 
     def fixed_scalars(self, h):
         """(flags, scalars as a list in kernel order with the step's slots None)."""

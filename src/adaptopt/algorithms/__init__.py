@@ -6,8 +6,13 @@ read as the math) and its :class:`~adaptopt._spec.Spec`.
 classes from it.
 """
 
-from . import adagrad, adam, rmsprop, sgd
+from . import adadelta, adafactor, adagrad, adam, asgd, rmsprop, rprop, sgd
 
-SPECS = (adam.ADAM, adam.ADAMW, adagrad.ADAGRAD, rmsprop.RMSPROP, sgd.SGD)
+SPECS = (adam.ADAM, adam.ADAMW, adagrad.ADAGRAD, rmsprop.RMSPROP, sgd.SGD,
+         adadelta.ADADELTA, rprop.RPROP, asgd.ASGD)
 
-__all__ = ["SPECS"]
+# Algorithms with their own C entry point (Spec.entry): not in SPECS until the
+# engine calls entries (see adafactor.kernel_call for how).
+ENTRY_SPECS = (adafactor.ADAFACTOR,)
+
+__all__ = ["SPECS", "ENTRY_SPECS"]
