@@ -236,6 +236,12 @@ int adaptopt_step(int algo, int dtype, size_t n_arrays, size_t nbuf,
 #ifdef _OPENMP
     if (n_threads > 1 && total >= thresholds[algo][dtype] && total > 1) {
         size_t esize = dtype == ADAPTOPT_FLOAT32 ? sizeof(float) : sizeof(double);
+        /* Never more threads than CPUs: an unbounded count crashes libgomp
+         * (segfault at 100,000, "Out of memory" abort at 10**9).  Python
+         * clamps first (_config.MAX_THREADS); this is defence in depth. */
+        int procs = omp_get_num_procs();
+        if (n_threads > procs)
+            n_threads = procs;
 #pragma omp parallel num_threads(n_threads)
         {
             int t = omp_get_thread_num(), nt = omp_get_num_threads();
