@@ -282,8 +282,9 @@ def test_killed_save_temp_files_are_cleaned_on_next_save(tmp_path):
         proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
         try:
             assert proc.stdout.readline().strip() == "go"
-            for _ in range(4000):
-                if {f for f in os.listdir(tmp_path) if f.endswith(".tmp")} - before:
+            for _ in range(4000):  # a new temp file with data: past its cleanup, mid-write
+                if any(_size(tmp_path / f) > 0 for f in os.listdir(tmp_path)
+                       if f.endswith(".tmp") and f not in before):
                     break
                 time.sleep(0.002)
             else:
@@ -299,6 +300,13 @@ def test_killed_save_temp_files_are_cleaned_on_next_save(tmp_path):
     p, opt = small_opt()
     opt.save(path)
     assert sorted(os.listdir(tmp_path)) == ["ckpt.npz", "unrelated.tmp"]
+
+
+def _size(path):
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
 
 
 def _dead_pid():
