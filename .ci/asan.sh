@@ -5,7 +5,9 @@
 # it.  Fails on any sanitizer report, in pytest's process or in any child
 # interpreter a test starts.  Self-contained from a clean clone: its own venv
 # (.venv-asan) and build directory (build/asan); needs gcc (libasan).
-# About 6-9 minutes on 2 cores.
+# Measured on the shared 2-core machine under a load average of ~7: build
+# 312 s, tests stopped by the first report after ~11 min; CPU time is a
+# fraction of that (idle-machine estimate: < 10 min in all).
 #
 #   bash .ci/asan.sh                 # build, canary, tests
 #   ADAPTOPT_FUZZ_EXAMPLES=2000 bash .ci/asan.sh   # a longer fuzz
@@ -78,10 +80,14 @@ rm -f "$LOGDIR"/*
 TESTS="test_parity.py test_validation.py test_state_dict.py test_checkpoint_safety.py
   test_thread_bounds.py test_threads.py test_groups_schedules.py test_memory_safety.py
   test_fuzz_boundary.py"
+# parity at 2 threads only (the serial path below the threshold, the OpenMP
+# split above it); the whole run bounded in time, a timeout is a failure
 set +e
-python -m pytest -q -p no:cacheprovider $TESTS </dev/null
+timeout "${ASAN_TEST_TIMEOUT:-1200}" python -m pytest -q -p no:cacheprovider \
+  -k "not test_bitwise_equal_to_reference or -2]" $TESTS </dev/null
 status=$?
 set -e
+[ "$status" -ne 124 ] || echo "asan.sh: the tests timed out after ${ASAN_TEST_TIMEOUT:-1200} s" >&2
 reports=$(ls "$LOGDIR" 2>/dev/null | wc -l)
 if [ "$reports" -ne 0 ]; then
   echo "asan.sh: $reports sanitizer report(s):" >&2
