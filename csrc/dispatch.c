@@ -282,6 +282,9 @@ static void run_batch(adaptopt_seg_fn f, int dtype, size_t n_arrays, size_t nbuf
     run_range(f, nbuf, ptr, offsets, 0, 0, total, sc, flags);
 }
 
+/* Never more threads than CPUs: an unbounded count crashes libgomp
+ * (segfault at 100,000, "Out of memory" abort at 10**9).  Python clamps
+ * first (_config.MAX_THREADS); this is defence in depth. */
 static int clamp_threads(int n_threads)
 {
     int cap = adaptopt_thread_limit();

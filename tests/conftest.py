@@ -68,3 +68,54 @@ def threshold():
     yield _kernels.set_threshold
     for (a, d), n in before.items():
         _kernels.set_threshold(n, a, d)
+
+
+# --- added for issue 11 (memory safety); the helpers above are unchanged
+
+def assert_bitwise_any_nan(a, b, what=""):
+    """assert_bitwise, except that any NaN equals any NaN: NaN sign and
+    payload are not part of the contract (see the README's Numerics); NaN
+    positions and every other bit are."""
+    import numpy as np
+    assert a.dtype == b.dtype and a.shape == b.shape, what
+    na, nb = np.isnan(a), np.isnan(b)
+    if not np.array_equal(na, nb):
+        k = np.flatnonzero(na.ravel() != nb.ravel())
+        raise AssertionError(f"{what}: NaN in one and not the other at {k.size} of {a.size} "
+                             f"elements, first at {k[0]}: {a.ravel()[k[0]]!r} vs "
+                             f"{b.ravel()[k[0]]!r}")
+    assert_bitwise(np.where(na, 0, a), np.where(nb, 0, b), what)
+
+
+def run_isolated(code, timeout=120, env=None, check=True):
+    """Run code in a fresh interpreter, so that a crash is a test failure.
+
+    Returns the CompletedProcess.  With check (the default) a death by a
+    signal (named: SIGSEGV, SIGABRT, ...), a timeout or a non-zero exit
+    raises AssertionError with the end of stderr, which under the sanitizer
+    build holds the ASan/UBSan report."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    try:
+        r = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                           text=True, timeout=timeout, env=full_env, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as e:
+        err = e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) else (e.stderr or "")
+        raise AssertionError(f"the child process hung: killed after {timeout} s; "
+                             f"stderr ends: {err[-3000:]}") from None
+    if check and r.returncode != 0:
+        if r.returncode < 0:
+            try:
+                how = f"died of {signal.Signals(-r.returncode).name}"
+            except ValueError:
+                how = f"died of signal {-r.returncode}"
+        else:
+            how = f"exited with status {r.returncode}"
+        raise AssertionError(f"the child process {how}; stdout ends: {r.stdout[-1500:]}\n"
+                             f"stderr ends: {r.stderr[-4000:]}")
+    return r

@@ -392,7 +392,7 @@ class Optimizer:
         """Load a checkpoint written by save(); ValueError if invalid, nothing changed."""
         from . import _checkpoint
         with self._lock:
-            self.load_state_dict(_checkpoint.read(path, type(self).__name__))
+            self.load_state_dict(_checkpoint.read(path, type(self).__name__, self._sync()))
 
     def _check_state_dict(self, sd):
         if not isinstance(sd, dict) or set(sd) != {"state", "param_groups"}:

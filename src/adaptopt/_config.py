@@ -13,8 +13,6 @@ __all__ = ["get_num_threads", "set_num_threads", "get_isa", "set_isa",
            "available_isas", "show_config"]
 
 _num_threads = None  # None: the default, resolved by resolve_threads
-# OMP_NUM_THREADS, else the CPUs OpenMP sees; 1 without OpenMP
-_DEFAULT_THREADS = _kernels.max_threads() if _kernels.openmp() else 1
 
 
 def _cpu_count():
@@ -24,12 +22,82 @@ def _cpu_count():
         return os.cpu_count() or 1
 
 
+# The bound on every thread count: the CPUs this process may run on (its
+# affinity mask, read at import), the count libgomp's omp_get_num_procs()
+# reports.  More threads than that cannot speed up a memory-bound kernel, and
+# an unbounded count crashes the OpenMP runtime (libgomp segfaults creating
+# 100,000 threads and aborts with "Out of memory" at 10**9).  A larger request,
+# from set_num_threads, n_threads= or OMP_NUM_THREADS, is clamped to it with
+# a RuntimeWarning (once per requested value).
+MAX_THREADS = _cpu_count()
+_warned = set()
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def _user_stacklevel():
+    """The stacklevel of the first frame outside adaptopt, for warnings.warn
+    called from a function of this module (Python 3.12's skip_file_prefixes).
+    Like warnings, it does not count importlib's frames."""
+    f, level = sys._getframe(2), 2
+    while f is not None:
+        name = f.f_code.co_filename
+        if "importlib" in name and "_bootstrap" in name:
+            f = f.f_back
+            continue
+        if os.path.dirname(os.path.abspath(name)) != _PACKAGE_DIR:
+            break
+        f, level = f.f_back, level + 1
+    return level
+
+
+def _clamp(n, what):
+    if n > MAX_THREADS:
+        if (what, n) not in _warned:
+            _warned.add((what, n))
+            warnings.warn(f"{what}={n} exceeds the {MAX_THREADS} CPUs this process can use; "
+                          f"adaptopt uses {MAX_THREADS} threads", RuntimeWarning,
+                          stacklevel=_user_stacklevel())
+        return MAX_THREADS
+    return n
+
+
+def _threads_from_env():
+    """OMP_NUM_THREADS as libgomp reads it (a positive integer, or a list
+    "4,2" whose first entry counts here), checked: junk is ignored by
+    libgomp with a message on stderr; we say so as a warning, and clamp a
+    count above MAX_THREADS.  Never raises: a bad environment must not stop
+    the import."""
+    if not _kernels.openmp():
+        return 1
+    raw = os.environ.get("OMP_NUM_THREADS")
+    default = min(max(1, _kernels.max_threads()), MAX_THREADS)
+    if raw is None or not raw.strip():
+        return default
+    first = raw.split(",")[0].strip()
+    if not first.isdigit() or int(first) == 0:
+        warnings.warn(f"ignoring OMP_NUM_THREADS={raw!r}: not a positive integer; "
+                      f"adaptopt uses {default} threads", RuntimeWarning,
+                      stacklevel=_user_stacklevel())
+        return default
+    if int(first) > MAX_THREADS:
+        warnings.warn(f"OMP_NUM_THREADS={raw!r} exceeds the {MAX_THREADS} CPUs this process "
+                      f"can use; adaptopt uses {MAX_THREADS} threads", RuntimeWarning,
+                      stacklevel=_user_stacklevel())
+        return MAX_THREADS
+    return default
+
+
+# OMP_NUM_THREADS (checked and bounded), else the CPUs OpenMP sees; 1 without OpenMP
+_DEFAULT_THREADS = _threads_from_env()
+
+
 def resolve_threads(n_threads=None, name="n_threads"):
     """The one place thread counts are resolved (scikit-learn's convention).
 
     None: set_num_threads()'s value, else OMP_NUM_THREADS, else the number
     of usable CPUs; a negative n counts back from the CPU count (-1: all);
-    0 raises.  Without OpenMP the answer is always 1.
+    0 raises.  Counts above MAX_THREADS (the usable CPUs) are clamped to
+    it with a RuntimeWarning.  Without OpenMP the answer is always 1.
     """
     if n_threads is None:
         n_threads = _num_threads
@@ -43,14 +111,21 @@ def resolve_threads(n_threads=None, name="n_threads"):
                          "a positive count, or -1 for all CPUs")
     if n_threads < 0:
         n_threads = max(1, _cpu_count() + 1 + n_threads)
+    if n_threads > MAX_THREADS:
+        n_threads = _clamp(n_threads, name)
     return n_threads if _kernels.openmp() else 1
 
 
 def set_num_threads(n):
-    """Set the default thread count of every optimizer (None: back to the default)."""
+    """Set the default thread count of every optimizer (None: back to the default).
+
+    A count above the usable CPUs (MAX_THREADS) is clamped to it, with a
+    RuntimeWarning."""
     global _num_threads
     if n is not None:
-        resolve_threads(n, "n")
+        resolved = resolve_threads(n, "n")
+        if n > 0:  # a negative count stays relative to the CPU count
+            n = resolved
     _num_threads = n
 
 
