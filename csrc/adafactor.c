@@ -76,7 +76,7 @@ int adaptopt_adafactor_step(int dtype, size_t batch, size_t rows, size_t cols,
     if (eps1 < 0)
         eps1 = dtype == ADAPTOPT_FLOAT32 ? (double)FLT_EPSILON : DBL_EPSILON;
     const double eps1_sq = eps1 * eps1;
-    int nt = n_threads;
+    int nt = n_threads > adaptopt_thread_limit() ? adaptopt_thread_limit() : n_threads;
 #ifdef _OPENMP
     if (nt > adaptopt_thread_limit())
         nt = adaptopt_thread_limit();

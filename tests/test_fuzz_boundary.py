@@ -71,10 +71,10 @@ def classify(opt, grads):
     cls = getattr(reference, type(opt).__name__)
     params, ambiguous = [], False
     for g in opt.param_groups:
-        if not isinstance(g, dict) or set(g) != set(cls._hyper) | {"params"}:
+        if not isinstance(g, dict) or set(g) != set(cls.spec.hyper) | {"params"}:
             return "invalid"
         try:  # the spec's checks, cross-parameter ones included (SGD's nesterov)
-            hyper = cls._check_group(opt, {**g, "params": []})
+            hyper = cls.spec.checked({**g, "params": []}, cls.__name__)
         except (TypeError, ValueError):
             return "invalid"
         ps = g["params"]
@@ -107,9 +107,11 @@ def classify(opt, grads):
             continue
         if g is None:
             continue
-        used = set(opt._buffers(hyper)) | kernel_buffers(opt, hyper)
+        used = kernel_buffers(opt, hyper)
         arrays += [v for k, v in stt.items() if k in used]
-        if stt["step"] > 0 and set(opt._buffers(hyper)) - set(stt):
+        if stt["step"] > 0 and set(opt.spec.required(hyper)) - set(stt):
+            return "invalid"  # a stepped state without a buffer every step needs
+        if set(opt.spec.buffers(hyper)) - set(stt):
             ambiguous = True
     arrays += [g for g in grads if g is not None]
     if spans_overlap(arrays):
@@ -129,12 +131,12 @@ def state_problem(opt, stt, p, hyper):
     step = stt["step"]
     if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
         return "bad"
-    used = set(opt._buffers(hyper)) | kernel_buffers(opt, hyper)
+    used = kernel_buffers(opt, hyper)
     problem = None
     for k, v in stt.items():
         if k == "step":
             continue
-        if k not in cls._all_buffers:
+        if k not in cls.spec.all_buffers:
             return "bad"
         if not good_array(v, p):
             if k in used:
@@ -144,7 +146,7 @@ def state_problem(opt, stt, p, hyper):
 
 
 def kernel_buffers(opt, hyper):
-    return {k for k in opt._kernel_buffers(hyper) if k}
+    return set(opt.spec.buffers(hyper))
 
 
 def snapshot(opt, grads):
@@ -308,7 +310,7 @@ def op_user_state(data, opt, rng):
     i = data.draw(st.integers(0, len(ps) - 1))
     p = ps[i]
     if isinstance(p, np.ndarray) and p.dtype.kind == "f":
-        names = list(getattr(reference, type(opt).__name__)._all_buffers)
+        names = list(getattr(reference, type(opt).__name__).spec.all_buffers)
         k = data.draw(st.sampled_from(names))
         opt.state[i] = {"step": data.draw(st.sampled_from([0, 3])), k: replacement(data, p, opt, rng)}
 
@@ -340,7 +342,7 @@ def op_append_param(data, opt, rng):
 def op_edit_hyper(data, opt, rng):
     gi = data.draw(st.integers(0, len(opt.param_groups) - 1))
     cls = getattr(reference, type(opt).__name__)
-    k = data.draw(st.sampled_from(list(cls._hyper)))
+    k = data.draw(st.sampled_from([k for k, h in cls.spec.hyper.items() if h.public]))
     good, bad = HYPER_VALUES[k]
     opt.param_groups[gi][k] = data.draw(st.sampled_from(good * 3 + bad))
 
@@ -424,7 +426,7 @@ def test_random_operation_sequences_give_a_clear_error_or_the_reference_result(
     dtypes = [data.draw(st.sampled_from(DTYPES)) for _ in sizes]
     params = [rng.standard_normal(n).astype(dt) for n, dt in zip(sizes, dtypes)]
     kw = {}
-    for k in cls._hyper:
+    for k in [k for k, h in cls.spec.hyper.items() if h.public]:
         if data.draw(st.integers(0, 3)) == 0:
             kw[k] = data.draw(st.sampled_from(HYPER_VALUES[k][0]))
     split = data.draw(st.integers(1, len(params)))

@@ -84,11 +84,12 @@ def check_buffer(name, b, p):
     if not isinstance(b, np.ndarray) or b.dtype != p.dtype or b.shape != p.shape:
         raise ValueError(f"{name} must be an array of dtype {p.dtype} and shape {p.shape}, "
                          f"got {_describe(b)}")
-    if not (b.flags.c_contiguous and b.flags.aligned and b.flags.writeable):
-        raise ValueError(f"{name} must be a C-contiguous, aligned, writeable array (it is "
-                         "updated in place), got one with flags "
-                         f"c_contiguous={b.flags.c_contiguous}, aligned={b.flags.aligned}, "
-                         f"writeable={b.flags.writeable}")
+    if not b.flags.writeable:
+        raise ValueError(f"{name} is read-only: state buffers are updated in place")
+    if not (b.flags.c_contiguous and b.flags.aligned):
+        raise ValueError(f"{name} must be a C-contiguous, aligned array (it is updated in "
+                         f"place), got one with c_contiguous={b.flags.c_contiguous}, "
+                         f"aligned={b.flags.aligned}")
 
 
 def check_step(name, step):
@@ -216,21 +217,22 @@ class Optimizer:
                 if isinstance(i, int) and 0 <= i < len(old) and id(old[i]) in where:
                     moved[where[id(old[i])]] = st
             self.state = moved
-        self._owned_spans(params, self.state)
+        self._owned_spans(params, {})  # parameters must not overlap
         self._params = params
         self._layout = _engine.layout_of(groups)
         self._plans.clear()
         self._last = None
         return params
 
-    def _owned_spans(self, params, state):
+    def _owned_spans(self, params, state, used=None):
         """The memory the optimizer writes, sorted (an _engine.Spans);
-        ValueError naming two arrays that overlap."""
+        ValueError naming two arrays that overlap.  used: {index: buffer
+        names} a step writes (None: every array in state)."""
         spans = [_span(p) + (f"params[{i}]", p) for i, p in enumerate(params)]
         for i, st in state.items():
-            if isinstance(st, dict):
+            if isinstance(st, dict) and (used is None or i in used):
                 spans += [_span(b) + (f"state[{i}][{k!r}]", b) for k, b in st.items()
-                          if isinstance(b, np.ndarray)]
+                          if isinstance(b, np.ndarray) and (used is None or k in used[i])]
         return _engine.sorted_spans(spans)
 
     # --- one step
@@ -258,10 +260,26 @@ class Optimizer:
         return snap
 
     def _step_general(self, grads):
+        saved = self.state, self._params, self._layout
+        try:
+            plan = self._validate(grads)
+        except BaseException:  # nothing changes: not even where state moved with its parameter
+            self.state, self._params, self._layout = saved
+            self._plans.clear()
+            self._last = None
+            raise
+        grads, snaps, resolved, batches = plan
+        for (gi, _, t, _, _), idx in batches.items():
+            for i in idx:
+                self._ensure_state(i, resolved[gi, t])
+        self._apply(grads, snaps, resolved, batches)
+
+    def _validate(self, grads):
+        """Check everything a step with grads will use; change nothing."""
         params = self._sync()
-        grads = self._check_grads(grads, params)
         spec = self.spec
         snaps = [self._snapshot(gi) for gi in range(len(self.param_groups))]
+        grads = self._check_grads(grads, params, snaps)
         rows, base = [], 0  # (group index, parameter index, step to take)
         for gi, group in enumerate(self.param_groups):
             for i in range(base, base + len(group["params"])):
@@ -281,20 +299,30 @@ class Optimizer:
             first = tuple(k for k in spec.buffers(h) if k not in st and spec.init.get(k) == "grad")
             key = (gi, params[i].dtype, t, tuple(s.items()) if s else None, first)
             batches.setdefault(key, []).append(i)
-        # nothing changes above this line
-        for (gi, _, t, _, _), idx in batches.items():
-            for i in idx:
-                self._ensure_state(i, resolved[gi, t])
-        self._apply(grads, snaps, resolved, batches)
+        return grads, snaps, resolved, batches
 
-    def _check_grads(self, grads, params):
+    def _used(self, grads, snaps):
+        """{parameter index: the buffers its step uses} for the parameters with a gradient."""
+        used, base = {}, 0
+        for gi, group in enumerate(self.param_groups):
+            names = self.spec.buffers(snaps[gi].hyper)
+            for i in range(base, base + len(group["params"])):
+                if grads[i] is not None:
+                    used[i] = names
+            base += len(group["params"])
+        return used
+
+    def _check_grads(self, grads, params, snaps):
         if isinstance(grads, np.ndarray) or not isinstance(grads, (list, tuple)):
             raise TypeError("grads must be a list or tuple with one array (or None) per "
                             f"parameter, got {_describe(grads)}")
         if len(grads) != len(params):
             raise ValueError(f"grads has {len(grads)} entries, the optimizer has "
                              f"{len(params)} parameters")
-        spans = self._owned_spans(params, self.state)
+        for i, st in self.state.items():  # the state the step will read must be dicts
+            if not isinstance(st, dict):
+                raise TypeError(f"state[{i}] must be a dict, got {type(st).__name__}")
+        spans = self._owned_spans(params, self.state, self._used(grads, snaps))
         for i, (p, g) in enumerate(zip(params, grads)):
             if g is None:
                 continue
@@ -332,6 +360,11 @@ class Optimizer:
         for k in self.spec.buffers(h):
             if k in st:
                 check_buffer(f"{where}[{k!r}]", st[k], p)
+        if st.get("step", 0):
+            missing = [k for k in self.spec.required(h) if k not in st]
+            if missing:
+                raise ValueError(f"{where} is missing {missing} (step {st['step']}): a stepped "
+                                 "state has them")
         for k in self.spec.scalar_state:
             if k in st:
                 check_real(f"{where}[{k!r}]", st[k])

@@ -70,8 +70,8 @@ class _Fast(_base.Optimizer):
         if len(seen) != 1:
             return None
         (step, *s), = seen
-        if type(step) is not int:
-            return None
+        if type(step) is not int or step < 0 or not all(type(v) is float for v in s):
+            return None  # not a valid state: the general path says what is wrong
         return step + 1, dict(zip(keys, s)) if keys else None
 
     def _apply(self, grads, snaps, resolved, batches):
@@ -86,7 +86,7 @@ class _Fast(_base.Optimizer):
             b = self._batch(idx, spec.buffers(h), dtype)
             b.t = t
             plan.add(b, _engine.Work(snaps[gi], dict(s) if s else None, extra, h))
-        plan.spans = self._owned_spans(self._params, self.state)
+        plan.spans = self._owned_spans(self._params, self.state, self._used(grads, snaps))
         plan.layout = self._layout
         if not _kernels.check_numpy_all(plan.batches, grads, plan.spans.compiled, self.state):
             raise RuntimeError("adaptopt: a validated step failed the engine's check")

@@ -431,7 +431,9 @@ class _Fused:
         now = {}
         for pk in ([("step",) + tuple(batch.step_pack)] if batch.step_pack else []) + batch.packs:
             vals = pk[1] if pk[2] is None else pk[1][pk[2]]
-            if vals.size and not (vals == vals[0]).all():
+            if vals.size and not ((vals == vals[0]).all() and np.isfinite(vals[0])):
+                return None
+            if pk[0] == "step" and vals.size and not (vals[0] >= 0 and vals[0] % 1 == 0):
                 return None
             now[pk[0]] = float(vals[0]) if vals.size else 0.0
         t = int(now.pop("step", 0)) + 1
@@ -537,7 +539,7 @@ class _Fused:
                 raise ValueError(f"state[{key!r}] of {_where(group, gi, k, p)} must be a 0-d "
                                  f"float32/float64 CPU tensor, got {v!r}")
             value = v.item()
-            if key == "step" and not (value >= 0 and value == int(value)):
+            if key == "step" and not (np.isfinite(value) and value >= 0 and value == int(value)):
                 raise ValueError(f"state['step'] of {_where(group, gi, k, p)} must be a whole "
                                  f"number >= 0, got {value!r}")
             if not np.isfinite(value):

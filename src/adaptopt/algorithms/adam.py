@@ -62,7 +62,8 @@ def _hyper(weight_decay, decoupled):
 
 
 _common = dict(kernel="adam", update=update, flags=flags, fixed=fixed, per_step=per_step,
-               step_scalars=("bias_correction2_sqrt", "neg_step_size"), buffers=buffers)
+               step_scalars=("bias_correction2_sqrt", "neg_step_size"), buffers=buffers,
+               required=lambda h: ("exp_avg", "exp_avg_sq"))  # amsgrad may be turned on later
 
 ADAM = Spec("Adam", hyper=_hyper(0.0, False), torch="Adam", **_common, doc=r"""
     Adam (Kingma & Ba), torch.optim.Adam's definition.

@@ -40,6 +40,7 @@ RMSPROP = Spec(
            "maximize": Hyper(False, c.flag)},
     buffers=lambda h: (("square_avg",) + (("momentum_buffer",) if h["momentum"] > 0 else ())
                        + (("grad_avg",) if h["centered"] else ())),
+    required=lambda h: ("square_avg",),  # momentum and centered may be turned on later
     flags=lambda h: [n for n, on in (("maximize", h["maximize"]), ("l2", h["weight_decay"] != 0),
                                      ("centered", h["centered"]),
                                      ("momentum", h["momentum"] > 0)) if on],
