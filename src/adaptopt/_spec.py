@@ -17,6 +17,8 @@ A Spec's functions take ``h``, the group's checked hyperparameters (a dict,
 - ``fixed(h)``: the kernel scalars that do not depend on the step (name: value).
 - ``per_step(h, t, s)``: those that do, a tuple in ``step_scalars`` order;
   ``s`` is the parameter's scalar state (a dict) or None.
+- ``step_flags(h, t, s)``: public kernel flags that depend on the step
+  (names; RAdam's ``rectified``), set in addition to ``flags(h)``.
 - ``advance(h, t, s)``: the scalar state after step t (algorithms that keep
   per-parameter scalars, such as NAdam's ``mu_product``).
 """
@@ -45,7 +47,7 @@ class Spec:
     def __init__(self, name, kernel, hyper, update, flags, fixed, per_step=None,
                  step_scalars=(), buffers=None, init=None, scalar_state=None, advance=None,
                  check=None, required=None, eager_state=False, torch=None, doc="",
-                 references="", first_flag=None):
+                 references="", first_flag=None, step_flags=None):
         self.name = name                  # the class name: "Adam"
         self.kernel = kernel              # the C algorithm (algorithms.h): "adam"
         self.hyper = dict(hyper)          # name -> Hyper, in signature order
@@ -54,6 +56,7 @@ class Spec:
         self.fixed = fixed
         self.per_step = per_step or (lambda h, t, s: ())
         self.step_scalars = tuple(step_scalars)
+        self.step_flags = step_flags or (lambda h, t, s: ())
         self._buffers = buffers
         self.init = dict(init or {})      # buffer -> fill value f(h), or "grad" (the first gradient)
         self.first_flag = first_flag      # the kernel flag of a step that fills "grad" buffers
@@ -107,6 +110,10 @@ class Spec:
         names = self.flags(h)
         return sum(1 << self.kernel_flags.index(n) for n in names)
 
+    def step_flag_bits(self, h, t, s):
+        """The public flag bits that step t adds to kernel_flags_of(h)."""
+        return sum(1 << self.kernel_flags.index(n) for n in self.step_flags(h, t, s))
+
     def fixed_scalars(self, h):
         """(flags, scalars as a list in kernel order with the step's slots None)."""
         values = self.fixed(h)
@@ -130,6 +137,8 @@ class Spec:
                                f"the {self.kernel!r} kernel takes {list(self.kernel_scalars)}")
         bad = (set(self.flags(h)) | ({self.first_flag} if self.first_flag else set())) - set(
             self.kernel_flags)
+        s = {k: f(h) for k, f in self.scalar_state.items()} or None
+        bad |= set(self.step_flags(h, 1, s)) - set(self.kernel_flags)
         if bad:
             raise RuntimeError(f"{self.name}: flags {sorted(bad)} are not flags of the "
                                f"{self.kernel!r} kernel ({list(self.kernel_flags)})")

@@ -6,8 +6,9 @@ read as the math) and its :class:`~adaptopt._spec.Spec`.
 classes from it.
 """
 
-from . import adagrad, adam, rmsprop, sgd
+from . import adagrad, adam, adamax, lion, nadam, radam, rmsprop, sgd
 
-SPECS = (adam.ADAM, adam.ADAMW, adagrad.ADAGRAD, rmsprop.RMSPROP, sgd.SGD)
+SPECS = (adam.ADAM, adam.ADAMW, adagrad.ADAGRAD, rmsprop.RMSPROP, sgd.SGD,
+         nadam.NADAM, radam.RADAM, adamax.ADAMAX, lion.LION)
 
 __all__ = ["SPECS"]
