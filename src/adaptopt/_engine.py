@@ -109,14 +109,15 @@ class Snapshot:
         return {**h, "lr": value}
 
     def kernel_args(self, h, t, s):
-        """(flags, scalars in kernel order) of step t under h (resolved)."""
+        """(flags, scalars in kernel order) of step t under h (resolved);
+        the flags include the step's own (Spec.step_flags: RAdam's rectified)."""
         if self.scheduled:
             flags, scal = self.spec.fixed_scalars(h)
         else:
             flags, scal = self.flags, list(self.fixed)
         for pos, value in zip(self.positions, self.spec.per_step(h, t, s)):
             scal[pos] = value
-        return flags, scal
+        return flags | self.spec.step_flag_bits(h, t, s), scal
 
 
 def same_layout(layout, groups):
