@@ -501,3 +501,41 @@ def test_classes_bitwise_equal_to_reference(case, dtype):
             assert_bitwise(opt.state[0][k], v, k)
         else:
             assert opt.state[0][k] == v, k
+
+
+def test_nadam_mu_product_follows_torchs_scalar_dtype():
+    """torch keeps mu_product in _get_scalar_dtype(): float32, or float64 under
+    torch.set_default_dtype(torch.float64).  Both are reproduced (20 steps,
+    float64 parameters, each step from torch's state within ULP_BOUND), and
+    the dtype matters: float32 rounding misses float64 torch by far more."""
+    torch = pytest.importorskip("torch")
+    h = hyper("NAdam", {})
+    rng = np.random.default_rng(3)
+    before = torch.get_default_dtype()
+    for dtype, rounding in ((torch.float32, np.float32), (torch.float64, np.float64)):
+        torch.set_default_dtype(dtype)
+        try:
+            tp = torch.nn.Parameter(torch.from_numpy(rng.standard_normal(500)))
+            topt = torch.optim.NAdam([tp], lr=LR, foreach=False)
+            s, wrong = {"mu_product": 1.0}, 0.0
+            for t in range(1, 21):
+                p0 = tp.detach().numpy().copy()
+                st = ({k: topt.state[tp][k].numpy().copy() for k in ("exp_avg", "exp_avg_sq")}
+                      if t > 1 else {k: np.zeros(500) for k in ("exp_avg", "exp_avg_sq")})
+                g = rng.standard_normal(500)
+                p, p_other = p0.copy(), p0.copy()
+                other = {k: v.copy() for k, v in st.items()}
+                nadam.update(p, g, {**st, **s}, t, h, mu_product_dtype=rounding)
+                flip = np.float64 if rounding is np.float32 else np.float32
+                nadam.update(p_other, g, {**other, **s}, t, h, mu_product_dtype=flip)
+                tp.grad = torch.from_numpy(g)
+                topt.step()
+                assert topt.state[tp]["mu_product"].dtype == dtype
+                assert ulps(p, tp.detach().numpy(), p0).max() <= ULP_BOUND, t
+                wrong = max(wrong, ulps(p_other, tp.detach().numpy(), p0).max())
+                s = nadam.advance(h, t, s, mu_product_dtype=rounding)
+                assert s["mu_product"] == topt.state[tp]["mu_product"].item(), t
+            if dtype == torch.float64:
+                assert wrong > 1000, wrong   # float32 rounding of mu_product: ~1e-8 relative
+        finally:
+            torch.set_default_dtype(before)

@@ -5,7 +5,10 @@ Besides its buffers, NAdam keeps one scalar per parameter, ``mu_product``
 0-d tensor of ``_get_scalar_dtype()`` (float32 unless torch's default dtype
 is float64), so ``mu_product *= mu`` rounds to float32 every step; the
 coefficients are then computed in double from that float32 value.  Here it
-is a Python float holding the float32 value (:data:`MU_PRODUCT_DTYPE`).
+is a Python float holding the float32 value (:data:`MU_PRODUCT_DTYPE`); a
+front end that follows torch under ``torch.set_default_dtype(torch.float64)``
+passes ``mu_product_dtype=np.float64`` to ``update``, ``per_step`` and
+``advance``.
 
 The reference step reads ``state["mu_product"]`` (the value before step t)
 and does not write it: whoever steps stores ``advance(h, t, s)`` afterwards,
@@ -35,17 +38,17 @@ def mu_product_after(s, mu_t, dtype=MU_PRODUCT_DTYPE):
     return float(dtype(dtype(s) * dtype(mu_t)))
 
 
-def coefficients(h, t, mu_product):
+def coefficients(h, t, mu_product, mu_product_dtype=MU_PRODUCT_DTYPE):
     """(grad_coef, exp_avg_coef) of step t from mu_product before it, as torch
     computes them in Python floats."""
     lr = h["lr"]
     mu_t, mu_next = mu(h, t), mu(h, t + 1)
-    prod = mu_product_after(mu_product, mu_t)
+    prod = mu_product_after(mu_product, mu_t, mu_product_dtype)
     prod_next = prod * mu_next                     # not rounded to float32 in torch
     return (-lr * (1.0 - mu_t) / (1.0 - prod), (-lr * mu_next) / (1.0 - prod_next))
 
 
-def update(p, g, state, t, h):
+def update(p, g, state, t, h, mu_product_dtype=MU_PRODUCT_DTYPE):
     b1, b2 = h["betas"]
     lr, wd = h["lr"], h["weight_decay"]
     if h["maximize"]:
@@ -55,7 +58,7 @@ def update(p, g, state, t, h):
             p *= 1 - lr * wd
         else:
             g = g + wd * p
-    grad_coef, exp_avg_coef = coefficients(h, t, state["mu_product"])
+    grad_coef, exp_avg_coef = coefficients(h, t, state["mu_product"], mu_product_dtype)
     m, v = state["exp_avg"], state["exp_avg_sq"]
     m[...] = lerp(m, g, 1 - b1)
     v *= b2
@@ -78,12 +81,12 @@ def fixed(h):
             "decay": 1 - h["lr"] * wd if h["decoupled_weight_decay"] else wd, "eps": h["eps"]}
 
 
-def per_step(h, t, s):
-    return (1 - h["betas"][1] ** t,) + coefficients(h, t, s["mu_product"])
+def per_step(h, t, s, mu_product_dtype=MU_PRODUCT_DTYPE):
+    return (1 - h["betas"][1] ** t,) + coefficients(h, t, s["mu_product"], mu_product_dtype)
 
 
-def advance(h, t, s):
-    return {"mu_product": mu_product_after(s["mu_product"], mu(h, t))}
+def advance(h, t, s, mu_product_dtype=MU_PRODUCT_DTYPE):
+    return {"mu_product": mu_product_after(s["mu_product"], mu(h, t), mu_product_dtype)}
 
 
 def torch_checks(lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, momentum_decay=4e-3,
