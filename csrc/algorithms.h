@@ -66,11 +66,12 @@
     E(A, bias_correction2) E(A, grad_coef) E(A, exp_avg_coef)
 #define ADAPTOPT_NADAM_FLAGS(E, A) E(A, maximize) E(A, l2) E(A, decoupled)
 
-/* RAdam (radam.c.inc); flag rectified: this step's rho_t > 5 */
+/* RAdam (radam.c.inc); flag rectified: this step's rho_t > 5.  bias_correction1
+ * is scalar 5, where the emulated AVX-512 check feeds a 1 (its BC1_ONE variant) */
 #define ADAPTOPT_RADAM_BUFFERS(E, A) E(A, exp_avg) E(A, exp_avg_sq)
 #define ADAPTOPT_RADAM_SCALARS(E, A) \
-    E(A, one_minus_beta1) E(A, beta2) E(A, one_minus_beta2) E(A, decay) E(A, eps) E(A, lr) \
-    E(A, bias_correction1) E(A, bias_correction2_sqrt) E(A, rect)
+    E(A, one_minus_beta1) E(A, beta2) E(A, one_minus_beta2) E(A, decay) E(A, eps) \
+    E(A, bias_correction1) E(A, lr) E(A, bias_correction2_sqrt) E(A, rect)
 #define ADAPTOPT_RADAM_FLAGS(E, A) E(A, maximize) E(A, l2) E(A, decoupled) E(A, rectified)
 
 /* Adamax (adamax.c.inc) */
