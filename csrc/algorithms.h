@@ -33,7 +33,11 @@
     X(sgd,     SGD,     32768, 16384)      \
     X(adadelta, ADADELTA, 16384, 4096)     \
     X(rprop,   RPROP,   32768, 16384)      \
-    X(asgd,    ASGD,    32768, 16384)
+    X(asgd,    ASGD,    32768, 16384)      \
+    X(nadam,   NADAM,   16384, 4096)       \
+    X(radam,   RADAM,   16384, 4096)       \
+    X(adamax,  ADAMAX,  16384, 8192)       \
+    X(lion,    LION,    32768, 16384)
 
 /* Adam, AdamW, AMSGrad (adam.c.inc) */
 #define ADAPTOPT_ADAM_BUFFERS(E, A) E(A, exp_avg) E(A, exp_avg_sq) E(A, max_exp_avg_sq)
@@ -74,6 +78,33 @@
 #define ADAPTOPT_ASGD_BUFFERS(E, A) E(A, ax)
 #define ADAPTOPT_ASGD_SCALARS(E, A) E(A, weight_decay) E(A, decay) E(A, neg_eta) E(A, mu)
 #define ADAPTOPT_ASGD_FLAGS(E, A) E(A, maximize) E(A, l2) E(A, average)
+
+/* NAdam (nadam.c.inc) */
+#define ADAPTOPT_NADAM_BUFFERS(E, A) E(A, exp_avg) E(A, exp_avg_sq)
+#define ADAPTOPT_NADAM_SCALARS(E, A) \
+    E(A, one_minus_beta1) E(A, beta2) E(A, one_minus_beta2) E(A, decay) E(A, eps) \
+    E(A, bias_correction2) E(A, grad_coef) E(A, exp_avg_coef)
+#define ADAPTOPT_NADAM_FLAGS(E, A) E(A, maximize) E(A, l2) E(A, decoupled)
+
+/* RAdam (radam.c.inc); flag rectified: this step's rho_t > 5.  bias_correction1
+ * is scalar 5, where the emulated AVX-512 check feeds a 1 (its BC1_ONE variant) */
+#define ADAPTOPT_RADAM_BUFFERS(E, A) E(A, exp_avg) E(A, exp_avg_sq)
+#define ADAPTOPT_RADAM_SCALARS(E, A) \
+    E(A, one_minus_beta1) E(A, beta2) E(A, one_minus_beta2) E(A, decay) E(A, eps) \
+    E(A, bias_correction1) E(A, lr) E(A, bias_correction2_sqrt) E(A, rect)
+#define ADAPTOPT_RADAM_FLAGS(E, A) E(A, maximize) E(A, l2) E(A, decoupled) E(A, rectified)
+
+/* Adamax (adamax.c.inc) */
+#define ADAPTOPT_ADAMAX_BUFFERS(E, A) E(A, exp_avg) E(A, exp_inf)
+#define ADAPTOPT_ADAMAX_SCALARS(E, A) \
+    E(A, one_minus_beta1) E(A, beta2) E(A, eps) E(A, weight_decay) E(A, neg_clr)
+#define ADAPTOPT_ADAMAX_FLAGS(E, A) E(A, maximize) E(A, l2)
+
+/* Lion (lion.c.inc) */
+#define ADAPTOPT_LION_BUFFERS(E, A) E(A, exp_avg)
+#define ADAPTOPT_LION_SCALARS(E, A) \
+    E(A, beta1) E(A, one_minus_beta1) E(A, beta2) E(A, one_minus_beta2) E(A, decay) E(A, neg_lr)
+#define ADAPTOPT_LION_FLAGS(E, A) E(A, maximize) E(A, decay)
 
 /* ---- derived from the lists above; nothing to edit below ---------------- */
 #define ADAPTOPT_ENUM_ALGO_(name, NAME, t32, t64) ADAPTOPT_##NAME,

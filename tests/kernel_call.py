@@ -20,6 +20,7 @@ def kernel_step(spec, h, t, p, g, state, s=None, extra_flags=(), n_threads=1):
     for pos, value in zip(spec.step_positions(), spec.per_step(h, t, s)):
         scal[pos] = value
     assert None not in scal, f"{spec.name}: scalars {spec.kernel_scalars} not all set: {scal}"
+    flags |= spec.step_flag_bits(h, t, s)
     flags |= _kernels.flag_bits(spec.kernel, *extra_flags)
     arrays = [p, g] + [state.get(name) for name in spec.kernel_buffers]
     for a in arrays:

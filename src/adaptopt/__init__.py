@@ -15,9 +15,11 @@ __version__ = "0.1.0"
 
 from ._config import (available_isas, get_isa, get_num_threads, set_isa,  # noqa: E402
                       set_num_threads, show_config, _isa_from_env)
-from .optim import SGD, Adagrad, Adam, AdamW, RMSprop  # noqa: E402
+from . import optim as _optim  # noqa: E402
+from .optim import (SGD, ASGD, Adadelta, Adagrad, Adam, Adamax, AdamW, Lion,  # noqa: E402
+                    NAdam, RAdam, RMSprop, Rprop)
 
 _isa_from_env()
 
-__all__ = ["Adam", "AdamW", "Adagrad", "RMSprop", "SGD", "show_config",
-           "get_num_threads", "set_num_threads", "get_isa", "set_isa", "available_isas"]
+__all__ = _optim.__all__ + ["show_config", "get_num_threads", "set_num_threads", "get_isa",
+                            "set_isa", "available_isas"]

@@ -17,11 +17,11 @@ A Spec's functions take ``h``, the group's checked hyperparameters (a dict,
 - ``fixed(h)``: the kernel scalars that do not depend on the step (name: value).
 - ``per_step(h, t, s)``: those that do, a tuple in ``step_scalars`` order;
   ``s`` is the parameter's scalar state (a dict) or None.
+- ``step_flags(h, t, s)``: public kernel flags that depend on the step or
+  the scalar state (names; RAdam's ``rectified``, ASGD's ``average``: torch's
+  ``mu != 1`` branch); the engine ORs them into ``flags(h)``.
 - ``advance(h, t, s)``: the scalar state after step t (algorithms that keep
   per-parameter scalars, such as NAdam's ``mu_product``).
-- ``step_flags(h, t, s)``: public kernel flags chosen per step from the
-  scalar state (ASGD's ``average``: torch's ``mu != 1`` branch); the engine
-  ORs them into ``flags(h)``.
 
 A non-elementwise algorithm (Adafactor) has no row in ``csrc/algorithms.h``:
 ``kernel`` is None and ``entry`` describes its own C entry point instead
@@ -151,6 +151,8 @@ class Spec:
                                f"the {self.kernel!r} kernel takes {list(self.kernel_scalars)}")
         bad = (set(self.flags(h)) | ({self.first_flag} if self.first_flag else set())) - set(
             self.kernel_flags)
+        s = {k: f(h) for k, f in self.scalar_state.items()} or None
+        bad |= set(self.step_flags(h, 1, s)) - set(self.kernel_flags)
         if bad:
             raise RuntimeError(f"{self.name}: flags {sorted(bad)} are not flags of the "
                                f"{self.kernel!r} kernel ({list(self.kernel_flags)})")

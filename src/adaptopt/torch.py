@@ -647,10 +647,19 @@ class _Fused:
 
 # --------------------------------------------------------------------------
 def _make(spec):
-    """adaptopt.torch.<Name>: a subclass of torch.optim.<Name> with the engine's step."""
-    base = getattr(torch.optim, spec.torch)
-    sig = inspect.signature(base.__init__)
-    params = list(sig.parameters.values())
+    """adaptopt.torch.<Name>: a subclass of torch.optim.<Name> with the engine's
+    step; for an algorithm torch does not have (Lion), of torch.optim.Optimizer
+    with the Spec's constructor and checks."""
+    base = getattr(torch.optim, spec.torch) if spec.torch else torch.optim.Optimizer
+    if spec.torch:
+        sig = inspect.signature(base.__init__)
+        params = list(sig.parameters.values())
+    else:
+        P = inspect.Parameter
+        params = [P("self", P.POSITIONAL_OR_KEYWORD), P("params", P.POSITIONAL_OR_KEYWORD)]
+        params += [P(k, P.POSITIONAL_OR_KEYWORD, default=h.default)
+                   for k, h in spec.hyper.items() if h.public]
+        sig = inspect.Signature(params)
     params.append(inspect.Parameter("n_threads", inspect.Parameter.KEYWORD_ONLY, default=None))
     new_sig = sig.replace(parameters=params)
 
@@ -658,23 +667,37 @@ def _make(spec):
         resolve_threads(n_threads)
         self.n_threads = n_threads
         self._plans = None  # add_param_group runs inside torch's __init__
-        base.__init__(self, *args, **kwargs)
+        if spec.torch:
+            base.__init__(self, *args, **kwargs)
+        else:
+            bound = sig.bind(self, *args, **kwargs)
+            bound.apply_defaults()
+            a = dict(bound.arguments)
+            del a["self"]
+            params = a.pop("params")
+            defaults = {**a, **{k: h.default for k, h in spec.hyper.items() if not h.public}}
+            spec.checked({k: _plain(v) for k, v in defaults.items()}, spec.name)
+            torch.optim.Optimizer.__init__(self, params, defaults)
         self._adaptopt_init(n_threads)
 
     __init__.__signature__ = new_sig
-    doc = (f"torch.optim.{spec.torch} with adaptopt's fused CPU kernel.\n\n"
-           "Same arguments, defaults, checks, state and state_dict as torch.optim (it is a\n"
-           f"subclass of torch.optim.{spec.torch}); one kernel call per (group, dtype, step)\n"
-           "batch updates CPU float32/float64 contiguous tensors in place.  Extra keyword:\n"
-           "n_threads (None: adaptopt's default, see adaptopt.set_num_threads).\n\n"
-           f"torch.optim.{spec.torch}'s documentation follows.\n\n" + (base.__doc__ or ""))
-    has_step = spec.name != "SGD"
+    if spec.torch:
+        doc = (f"torch.optim.{spec.torch} with adaptopt's fused CPU kernel.\n\n"
+               "Same arguments, defaults, checks, state and state_dict as torch.optim (it is a\n"
+               f"subclass of torch.optim.{spec.torch}); one kernel call per (group, dtype, step)\n"
+               "batch updates CPU float32/float64 contiguous tensors in place.  Extra keyword:\n"
+               "n_threads (None: adaptopt's default, see adaptopt.set_num_threads).\n\n"
+               f"torch.optim.{spec.torch}'s documentation follows.\n\n" + (base.__doc__ or ""))
+    else:
+        doc = (f"{spec.name} for torch parameters, with adaptopt's fused CPU kernel (torch.optim\n"
+               f"has no {spec.name}).  A torch.optim.Optimizer: param groups, hooks, lr schedulers\n"
+               f"and state_dict as usual; the same definition as adaptopt.{spec.name}.\n\n"
+               + spec.doc)
     return type(spec.name, (_Fused, base), {
         "spec": spec, "__init__": __init__, "__doc__": doc, "__module__": __name__,
-        "__qualname__": spec.name, "_has_step": has_step, "step": _Fused.step})
+        "__qualname__": spec.name, "_has_step": spec.name != "SGD", "step": _Fused.step})
 
 
 for _spec in SPECS:
-    if _spec.torch:
-        globals()[_spec.name] = _make(_spec)
+    globals()[_spec.name] = _make(_spec)
 del _spec

@@ -6,10 +6,11 @@ read as the math) and its :class:`~adaptopt._spec.Spec`.
 classes from it.
 """
 
-from . import adadelta, adafactor, adagrad, adam, asgd, rmsprop, rprop, sgd
+from . import adadelta, adafactor, adagrad, adam, adamax, asgd, lion, nadam, radam, rmsprop, rprop, sgd
 
 SPECS = (adam.ADAM, adam.ADAMW, adagrad.ADAGRAD, rmsprop.RMSPROP, sgd.SGD,
-         adadelta.ADADELTA, rprop.RPROP, asgd.ASGD)
+         adadelta.ADADELTA, rprop.RPROP, asgd.ASGD,
+         nadam.NADAM, radam.RADAM, adamax.ADAMAX, lion.LION)
 
 # Algorithms with their own C entry point (Spec.entry): not in SPECS until the
 # engine calls entries (see adafactor.kernel_call for how).
