@@ -2,10 +2,11 @@
  * once for the host (x86-64) and once for aarch64 (run under qemu-user) by
  * tools/aarch64/run.py, which compares the two outputs bit for bit.
  *
- *   harness describe             one line per algorithm: algo nbuf nscal
- *                                and every flag value adaptopt_step accepts,
- *                                found by asking adaptopt_step itself (an
- *                                empty batch), not from a table
+ *   harness describe             one line per algorithm, from the C API's
+ *                                registry (adaptopt_get_algo_info): algo
+ *                                name nbuf nscal, then every flag value
+ *                                adaptopt_step accepts, found by asking it
+ *                                (an empty batch): no table here
  *   harness run IN OUT           every case of IN through adaptopt_step
  *                                (one array, one thread); OUT gets the
  *                                buffers after the step
@@ -22,7 +23,7 @@
 
 #include "adaptopt.h"
 
-#define MAX_BUF 8
+#define MAX_BUF ADAPTOPT_MAX_NBUF
 
 static int describe(void)
 {
@@ -30,18 +31,13 @@ static int describe(void)
     void *ptr[MAX_BUF] = {0};
     double scal[ADAPTOPT_MAX_NSCAL] = {0};
     for (int algo = 0; algo < ADAPTOPT_N_ALGOS; algo++) {
-        int nbuf = -1, nscal = -1;
-        for (int b = 1; b <= MAX_BUF && nbuf < 0; b++)
-            for (int s = 0; s <= ADAPTOPT_MAX_NSCAL && nbuf < 0; s++)
-                if (adaptopt_step(algo, 0, 0, (size_t)b, ptr, &zero, scal, (size_t)s, 0, 1)
-                    == ADAPTOPT_OK) {
-                    nbuf = b;
-                    nscal = s;
-                }
-        printf("%d %d %d", algo, nbuf, nscal);
-        for (int f = 0; nbuf > 0 && f < 1024; f++)
-            if (adaptopt_step(algo, 0, 0, (size_t)nbuf, ptr, &zero, scal, (size_t)nscal, f, 1)
-                == ADAPTOPT_OK)
+        const adaptopt_algo_info *a = adaptopt_get_algo_info(algo);
+        if (!a || a->nbuf > MAX_BUF || a->nscal > ADAPTOPT_MAX_NSCAL)
+            return 2;
+        printf("%d %s %d %d", algo, a->name, a->nbuf, a->nscal);
+        for (int f = 0; f < 1024; f++)
+            if (adaptopt_step(algo, 0, 0, (size_t)a->nbuf, ptr, &zero, scal, (size_t)a->nscal,
+                              f, 1) == ADAPTOPT_OK)
                 printf(" %d", f);
         printf("\n");
     }

@@ -10,8 +10,9 @@ tools/avx512_bochs/run.py does) on raw input files; this script
   1. builds the harness twice: gcc for the host, aarch64-linux-gnu-gcc
      (static) for aarch64;
   2. asks the harness which algorithms, buffer and scalar counts and flag
-     values the C API accepts (``harness describe``: adaptopt_step itself
-     answers, so no table here can drift from the C code);
+     values the C API has (``harness describe``: adaptopt_get_algo_info,
+     and adaptopt_step itself for the flags), so no table here can drift
+     from the C code;
   3. writes inputs for every algorithm, dtype and accepted flag value, sizes
      around the vector widths (NEON: 4 floats / 2 doubles; SVE up to 64 /
      32; unrolled loops) with unaligned starts, values over many
@@ -101,15 +102,15 @@ def build(work, cc, name, fma=False, extra=()):
 
 
 def describe(cmd):
-    """{algo: (nbuf, nscal, [flags])} from the harness (i.e. from adaptopt_step)."""
+    """{algo: (name, nbuf, nscal, [flags])} from the harness: the C API's
+    registry, and the flag values adaptopt_step accepts."""
     out = subprocess.run([*cmd, "describe"], capture_output=True, text=True, check=True,
                          timeout=120).stdout
     algos = {}
     for line in out.split("\n"):
         if line.strip():
-            a, nbuf, nscal, *flags = map(int, line.split())
-            if nbuf > 0:
-                algos[a] = (nbuf, nscal, flags)
+            a, name, nbuf, nscal, *flags = line.split()
+            algos[int(a)] = (name, int(nbuf), int(nscal), [int(f) for f in flags])
     return algos
 
 
@@ -146,7 +147,7 @@ def cases(algos, seed=0):
     """Yield (header, scal, buffers) for every algo, dtype, flag value,
     variant and size."""
     rng = np.random.default_rng(seed)
-    for algo, (nbuf, nscal, flags) in sorted(algos.items()):
+    for algo, (_, nbuf, nscal, flags) in sorted(algos.items()):
         for dt in DTYPES:
             for f in flags:
                 for var in range(N_VARIANTS):
@@ -261,11 +262,6 @@ def main(argv=None):
     if lacking:
         print("cannot run: missing " + ", ".join(lacking), file=sys.stderr)
         return 3
-    try:
-        from adaptopt import _kernels
-        names = {v: k for k, v in _kernels.ALGOS.items()}
-    except ImportError:
-        names = {}
     with tempfile.TemporaryDirectory(prefix="adaptopt-aarch64-") as tmp:
         work = Path(tmp)
         host = build(work, "gcc", "host")
@@ -276,9 +272,10 @@ def main(argv=None):
         if algos != arm_algos:
             print(f"AARCH64-FAIL: the two builds describe different APIs:\n{algos}\n{arm_algos}")
             return 1
-        print("algorithms (from adaptopt_step): " + "; ".join(
-            f"{names.get(a, a)}: {nb} buffers, {ns} scalars, {len(fl)} flag values"
-            for a, (nb, ns, fl) in sorted(algos.items())))
+        names = {a: info[0] for a, info in algos.items()}
+        print("algorithms (from the C API): " + "; ".join(
+            f"{name}: {nb} buffers, {ns} scalars, {len(fl)} flag values"
+            for a, (name, nb, ns, fl) in sorted(algos.items())))
         print(disassembly_report(work / "aarch64-kernels_scalar.o"))
         meta = write_input(work / "in.bin", algos)
         r = subprocess.run([str(host), "run", str(work / "in.bin"), str(work / "host.bin")],
