@@ -124,8 +124,8 @@ def main(argv=None):
 def dynsyms(lib):
     """The library's dynamic symbols with their versions (the soname aside)."""
     out = run("objdump", "-T", lib, capture_output=True).stdout
-    return sorted(line.split()[-2:].__repr__() for line in out.splitlines()
-                  if "DF" in line or "DO" in line)
+    return sorted(tuple(line.split()[-2:]) for line in out.splitlines()
+                  if " DF " in line or " DO " in line)
 
 
 def resolved_libgomp(wheel, tmp):
