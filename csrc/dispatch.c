@@ -3,7 +3,8 @@
  *
  * ISA: the best the CPU runs is chosen on first use (CPUID, through the
  * compiler's __builtin_cpu_supports, which also checks that the OS saves
- * the wide registers); adaptopt_set_isa() forces another.
+ * the wide registers; MSVC has no such builtin: __cpuid and _xgetbv make
+ * the same checks); adaptopt_set_isa() forces another.
  *
  * Threads: below the threshold (total elements of the batch, per algorithm
  * and dtype) the update runs serially, with no OpenMP region at all.  From
@@ -19,8 +20,11 @@
 #include <omp.h>
 #endif
 
-#if defined(__x86_64__) || defined(_M_X64) || defined(__i386__)
+#if defined(__x86_64__) || defined(_M_X64) || defined(__i386__) || defined(_M_IX86)
 #define ADAPTOPT_X86 1
+#endif
+#if defined(ADAPTOPT_X86) && defined(_MSC_VER)
+#include <intrin.h>  /* __cpuid, __cpuidex, _xgetbv (MSVC and clang-cl) */
 #endif
 
 static const adaptopt_table *const tables[ADAPTOPT_N_ISAS] = {
@@ -105,16 +109,48 @@ int adaptopt_isa_compiled(int isa)
     return isa >= 0 && isa < ADAPTOPT_N_ISAS && tables[isa] != NULL;
 }
 
+#if defined(ADAPTOPT_X86) && defined(_MSC_VER)
+/* What __builtin_cpu_supports checks, by hand: the CPUID feature bits, and
+ * (OSXSAVE, then XCR0 through XGETBV) that the OS saves the registers:
+ * XMM|YMM state (bits 1, 2) for AVX2, plus opmask|ZMM_Hi256|Hi16_ZMM
+ * (bits 5-7) for AVX-512.  clang-cl defines _MSC_VER too and takes this
+ * path (its __builtin_cpu_supports needs compiler-rt, absent with MSVC's
+ * linker). */
+static int msvc_cpu_supports(int isa)
+{
+    int r[4];
+    __cpuid(r, 0);
+    if (r[0] < 7)
+        return 0;
+    __cpuid(r, 1);
+    if (!(r[2] & (1 << 27)) || !(r[2] & (1 << 28)))  /* OSXSAVE, AVX */
+        return 0;
+    unsigned long long xcr0 = _xgetbv(0);
+    if ((xcr0 & 0x6) != 0x6)
+        return 0;
+    __cpuidex(r, 7, 0);
+    const unsigned ebx = (unsigned)r[1];
+    if (isa == ADAPTOPT_ISA_AVX2)
+        return (ebx >> 5) & 1;
+    if (isa == ADAPTOPT_ISA_AVX512)
+        return (xcr0 & 0xE6) == 0xE6 && ((ebx >> 16) & 1) /* F */ && ((ebx >> 17) & 1) /* DQ */
+            && ((ebx >> 30) & 1) /* BW */ && ((ebx >> 31) & 1) /* VL */;
+    return 0;
+}
+#endif
+
 int adaptopt_isa_supported(int isa)
 {
     if (!adaptopt_isa_compiled(isa))
         return 0;
     if (isa == ADAPTOPT_ISA_SCALAR)
         return 1;
-#if defined(ADAPTOPT_X86) && (defined(__GNUC__) || defined(__clang__))
+#if defined(ADAPTOPT_X86) && defined(_MSC_VER)
+    return msvc_cpu_supports(isa);
+#elif defined(ADAPTOPT_X86) && (defined(__GNUC__) || defined(__clang__))
     __builtin_cpu_init();
     if (isa == ADAPTOPT_ISA_AVX2)
-        return __builtin_cpu_supports("avx2");
+        return !!__builtin_cpu_supports("avx2");  /* a nonzero int: 1 */
     if (isa == ADAPTOPT_ISA_AVX512)
         return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq")
             && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw");

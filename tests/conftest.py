@@ -1,3 +1,5 @@
+import sys
+
 import numpy as np
 import pytest
 
@@ -119,3 +121,15 @@ def run_isolated(code, timeout=120, env=None, check=True):
         raise AssertionError(f"the child process {how}; stdout ends: {r.stdout[-1500:]}\n"
                              f"stderr ends: {r.stderr[-4000:]}")
     return r
+
+
+@pytest.fixture(autouse=True)
+def _openmp_threads_restored():
+    """adaptopt's default thread count is the OpenMP runtime's at each step,
+    and torch shares that runtime: torch.set_num_threads (the benchmark's
+    torch runners call it) would otherwise leak into later tests."""
+    before = _kernels.max_threads()
+    yield
+    torch = sys.modules.get("torch")
+    if torch is not None and _kernels.max_threads() != before:
+        torch.set_num_threads(before)

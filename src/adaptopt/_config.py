@@ -87,22 +87,28 @@ def _threads_from_env():
     return default
 
 
-# OMP_NUM_THREADS (checked and bounded), else the CPUs OpenMP sees; 1 without OpenMP
+# OMP_NUM_THREADS checked once, at import (the warnings); the default itself
+# is read from the runtime at each step (resolve_threads), bounded the same way
 _DEFAULT_THREADS = _threads_from_env()
 
 
 def resolve_threads(n_threads=None, name="n_threads"):
     """The one place thread counts are resolved (scikit-learn's convention).
 
-    None: set_num_threads()'s value, else OMP_NUM_THREADS, else the number
-    of usable CPUs; a negative n counts back from the CPU count (-1: all);
-    0 raises.  Counts above MAX_THREADS (the usable CPUs) are clamped to
-    it with a RuntimeWarning.  Without OpenMP the answer is always 1.
+    None: set_num_threads()'s value, else the OpenMP runtime's default at
+    this step (omp_get_max_threads: OMP_NUM_THREADS or the usable CPUs, or
+    what threadpoolctl.threadpool_limits or, through the shared runtime,
+    torch.set_num_threads set); a negative n counts back from the CPU count
+    (-1: all); 0 raises.  Counts above MAX_THREADS (the usable CPUs) are
+    clamped to it (with a RuntimeWarning when asked for explicitly).
+    Without OpenMP the answer is always 1.
     """
     if n_threads is None:
         n_threads = _num_threads
-        if n_threads is None:
-            return _DEFAULT_THREADS
+        if n_threads is None:  # read at each step: threadpool_limits() applies
+            if not _kernels.openmp():
+                return 1
+            return min(max(1, _kernels.max_threads()), MAX_THREADS)
     if isinstance(n_threads, bool) or not isinstance(n_threads, (int, np.integer)):
         raise TypeError(f"{name} must be an int or None, got {n_threads!r}")
     n_threads = int(n_threads)
@@ -169,18 +175,72 @@ def _isa_from_env():
                           RuntimeWarning, stacklevel=3)
 
 
-def openmp_runtimes():
-    """Paths of the OpenMP runtime libraries loaded in this process (Linux).
+_OPENMP_LIBS = ("libgomp", "libomp", "libiomp", "vcomp")
 
-    torch bundles a libgomp with the system's soname, libgomp.so.1, so the
-    loader shares one runtime (whichever loaded first) between torch and
-    adaptopt: one thread pool, no oversubscription."""
+
+def openmp_runtimes():
+    """Paths of every OpenMP runtime library loaded in this process (Linux).
+
+    More than one means more than one thread pool on the same cores."""
     try:
         with open("/proc/self/maps") as f:
-            names = {line.split()[-1] for line in f if "omp" in line.rsplit("/", 1)[-1]}
+            names = {line.split()[-1] for line in f
+                     if line.rsplit("/", 1)[-1].startswith(_OPENMP_LIBS)}
     except OSError:
         return []
-    return sorted(n for n in names if n.startswith("/") and ".so" in n)
+    return sorted({os.path.realpath(n) for n in names if n.startswith("/") and ".so" in n})
+
+
+def openmp_runtime():
+    """(path, origin) of the OpenMP runtime adaptopt's kernels call, or None.
+
+    The loader shares one libgomp.so.1 between every library that needs
+    that soname: adaptopt's wheel bundles one in adaptopt.libs/, torch's in
+    torch/lib/, and the first one loaded serves all (tools/wheel/repair.py).
+    Found when the extension is loaded (Python loads it RTLD_NOW, so its
+    calls are bound then), the way the loader binds them: the process's
+    global scope first, then the extension's own dependencies (dladdr on
+    omp_get_max_threads)."""
+    return _RUNTIME
+
+
+def _find_runtime():
+    if not _kernels.openmp():
+        return None
+    try:
+        import ctypes
+
+        class DlInfo(ctypes.Structure):
+            _fields_ = [("fname", ctypes.c_char_p), ("fbase", ctypes.c_void_p),
+                        ("sname", ctypes.c_char_p), ("saddr", ctypes.c_void_p)]
+
+        fn = None
+        for scope in (None, _kernels.__file__):
+            try:
+                fn = getattr(ctypes.CDLL(scope), "omp_get_max_threads")
+                break
+            except (AttributeError, OSError):
+                continue
+        dladdr = ctypes.CDLL(None).dladdr
+        info = DlInfo()
+        if fn is None or not dladdr(ctypes.cast(fn, ctypes.c_void_p), ctypes.byref(info)):
+            return None
+        path = os.path.realpath(info.fname.decode())
+    except (AttributeError, OSError, TypeError, ValueError):
+        return None  # no dladdr (Windows), or no such symbol
+    parts = path.split(os.sep)
+    if "adaptopt.libs" in parts:
+        origin = "bundled with adaptopt"
+    elif len(parts) > 2 and parts[-3:-1] == ["torch", "lib"]:
+        origin = "torch's"
+    elif path.startswith(("/usr/", "/lib")):
+        origin = "the system's"
+    else:
+        origin = "other"
+    return path, origin
+
+
+_RUNTIME = _find_runtime()
 
 
 def parallel_thresholds():
@@ -209,6 +269,7 @@ def show_config(mode="stdout"):
         "num_threads": get_num_threads(),
         "parallel_threshold": parallel_thresholds(),
         "openmp_runtime": openmp_runtimes(),
+        "openmp_runtime_in_use": (lambda r: r and f"{r[0]} ({r[1]})")(openmp_runtime()),
         "isa": get_isa(),
         "isa_available": available_isas(),
         "isa_compiled": [n for i, n in enumerate(_kernels.ISAS) if _kernels.isa_compiled(i)],
