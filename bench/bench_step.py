@@ -2,7 +2,7 @@
 
 adaptopt against its NumPy reference and torch.optim (single-tensor,
 foreach, fused; when torch is installed), measured interleaved in one run
-by ``adaptopt.benchmark``: ns per element of each, and adaptopt's speedup
+by ``bench/suite.py``: ns per element of each, and adaptopt's speedup
 over each, side by side.
 
     python bench/bench_step.py                  # all CPUs
@@ -12,7 +12,7 @@ import argparse
 import json
 import sys
 
-from adaptopt import benchmark as B
+import suite as B  # bench/suite.py, beside this script
 
 PEERS = ["numpy", "torch-single", "torch-foreach", "torch-fused"]
 

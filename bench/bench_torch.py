@@ -46,7 +46,7 @@ except ImportError:
 
 import adaptopt
 import adaptopt.torch as aot
-from adaptopt.benchmark import CpuLoad, _openmp_runtimes
+from suite import CpuLoad, _openmp_runtimes  # bench/suite.py, beside this script
 
 ALGOS = {  # name -> (constructor kwargs, torch has fused=True)
     "Adam": ({"lr": 1e-3}, True),

@@ -1,4 +1,4 @@
-"""The benchmark runs end to end and writes well-formed records.
+"""bench/suite.py, the peer benchmark suite, runs end to end and writes well-formed records.
 
 No timing assertions: only that a tiny --quick run succeeds, that every
 record has the documented fields with positive finite numbers, and that
@@ -6,10 +6,14 @@ missing peers are skipped cleanly.
 """
 import json
 import math
+import sys
+from pathlib import Path
 
 import pytest
 
-from adaptopt import benchmark
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+sys.path.insert(0, str(BENCH))
+import suite as benchmark  # noqa: E402  (bench/suite.py: kept beside the package, not in it)
 
 TINY = ["--quick", "--sizes", "1K,3x256", "--algos", "adam,amsgrad,rmsprop-centered,sgd-nesterov",
         "--dtypes", "float32,float64", "--threads", "1,2", "--budget", "0.002", "--rounds", "2",
@@ -168,3 +172,13 @@ def test_parse_size(text, expected):
 def test_bad_arguments(argv):
     with pytest.raises(SystemExit):
         benchmark.main(argv + ["--no-progress"])
+
+
+def test_the_suite_is_not_in_the_package():
+    """The installed package ships its small benchmark only (adaptopt.bench)."""
+    import importlib.util
+
+    import adaptopt
+    assert importlib.util.find_spec("adaptopt.benchmark") is None
+    assert callable(adaptopt.bench)
+    assert not (Path(adaptopt.__file__).parent / "benchmark.py").exists()

@@ -13,11 +13,20 @@ to the NumPy reference in ``adaptopt.reference``.
 
 __version__ = "0.1.0"
 
-from ._config import (available_isas, get_isa, get_num_threads, set_isa,  # noqa: E402
-                      set_num_threads, show_config, _isa_from_env)
+from ._bench import bench  # noqa: E402
+from ._config import (  # noqa: E402
+    _isa_from_env,
+    available_isas,
+    get_isa,
+    get_num_threads,
+    set_isa,
+    set_num_threads,
+    show_config,
+)
 from .optim import SGD, Adagrad, Adam, AdamW, RMSprop  # noqa: E402
 
 _isa_from_env()
 
 __all__ = ["Adam", "AdamW", "Adagrad", "RMSprop", "SGD", "show_config",
-           "get_num_threads", "set_num_threads", "get_isa", "set_isa", "available_isas"]
+           "get_num_threads", "set_num_threads", "get_isa", "set_isa", "available_isas",
+           "bench"]

@@ -1,4 +1,16 @@
-"""``python -m adaptopt bench``: adaptopt against the machine and its peers, in one run.
+"""adaptopt against the machine and its peers, in one run: ``python bench/suite.py``.
+
+    python bench/suite.py                      # everything (~15-20 min on 2 cores)
+    python bench/suite.py --quick              # about a minute
+    python bench/suite.py --algos adam --sizes 1M,16M --json out.json --plot out.png
+
+Development tooling: it lives beside the package, not in it (``pip install
+".[bench]"`` brings matplotlib and tqdm; torch and DeepSpeed are measured
+when installed).  The installed package has a small public benchmark,
+``adaptopt.bench()`` / ``python -m adaptopt bench``.  The ``kernel`` and
+``roofline`` implementations below call adaptopt's private kernel module and
+read its optimizers' private plan: they measure adaptopt from inside, which
+only a tool kept with the source should do.
 
 What is measured (each a median over repeated steps after warm-up):
 
@@ -62,9 +74,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import _kernels, reference
-from . import optim as _optim
-from ._config import show_config
+from adaptopt import _kernels, reference, show_config
+from adaptopt import optim as _optim
 
 __all__ = ["main", "run", "ALGOS", "IMPLS"]
 
@@ -1035,7 +1046,7 @@ def plot(records, path):
             handles.setdefault(lab, h)
     fig.legend(list(handles.values()), list(handles), loc="outside lower center",
                ncols=min(4, len(handles)), fontsize=8)
-    fig.suptitle("adaptopt bench: one optimizer step, GB/s vs size (roofline dashed)",
+    fig.suptitle("bench/suite.py: one optimizer step, GB/s vs size (roofline dashed)",
                  fontsize=10)
     fig.savefig(path, dpi=90)
     return True
@@ -1061,7 +1072,7 @@ def _csv(kind, choices):
 
 def build_parser():
     p = argparse.ArgumentParser(
-        prog="python -m adaptopt bench",
+        prog="python bench/suite.py",
         description="Benchmark adaptopt against the machine's roofline, its NumPy reference, "
                     "torch.optim and DeepSpeed, in one run.",
         epilog="Sizes: 4K = 4096 elements, 1M = 1048576; 1000x1K = 1,000 arrays of 1,024. "
@@ -1139,7 +1150,7 @@ def run(args, plan, out=print):
         if s != "ok":
             out(f"skipping {n}: {s}")
     if args.isa:
-        from ._config import set_isa
+        from adaptopt import set_isa
         set_isa(args.isa)
     runtimes = _openmp_runtimes()
     if len(runtimes) > 1:
@@ -1186,7 +1197,7 @@ def run(args, plan, out=print):
 
 
 def main(argv=None):
-    """Entry point of ``python -m adaptopt bench``; returns the exit status."""
+    """Entry point of ``python bench/suite.py``; returns the exit status."""
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
