@@ -45,7 +45,8 @@ def main(argv=None):
     keys = sorted({(r["algo"], r["dtype"], r["n_elements"]) for r in steps},
                   key=lambda k: (list(B.ALGOS).index(k[0]), k[1], k[2]))
     for algo, dt, n in keys:
-        recs = {r["impl"]: r for r in steps if (r["algo"], r["dtype"], r["n_elements"]) == (algo, dt, n)}
+        recs = {r["impl"]: r for r in steps
+                if (r["algo"], r["dtype"], r["n_elements"]) == (algo, dt, n)}
         a = recs.get("adaptopt")
         ns = "".join(f"{recs[x]['ns_per_element']:14.3f}" if x in recs else f"{'-':>14}"
                      for x in ["adaptopt"] + peers)

@@ -13,10 +13,9 @@ defaults compiled into csrc/dispatch.c come from this table.
 import argparse
 import json
 
-import numpy as np
+import suite as B  # bench/suite.py, beside this script
 
 from adaptopt import _kernels
-import suite as B  # bench/suite.py, beside this script
 
 ALGOS = ["adam", "adagrad", "rmsprop", "sgd-momentum"]
 SIZES = [2 ** k for k in range(10, 18)]

@@ -193,7 +193,8 @@ class KernelImpl(Impl):
                               np.ascontiguousarray(scal, dtype=np.float64)))
             code, nbuf = _kernels.ALGOS[opt._algo], opt._nbuf
         except Exception as e:
-            raise Unsupported(f"adaptopt's plan is not readable ({type(e).__name__}: {e})") from None
+            raise Unsupported(
+                f"adaptopt's plan is not readable ({type(e).__name__}: {e})") from None
         threads = [n_threads]
         step_fn = _kernels.step
 
@@ -288,6 +289,7 @@ def _import_deepspeed():
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
         try:
             import logging
+
             from deepspeed.ops.adagrad import DeepSpeedCPUAdagrad
             from deepspeed.ops.adam import DeepSpeedCPUAdam
             from deepspeed.utils import logger
@@ -410,7 +412,8 @@ class CopyImpl(Impl):
 
 
 IMPLS = {i.name: i for i in [
-    AdaptoptImpl(), KernelImpl(), NumpyImpl(), TorchImpl("single"), TorchImpl("foreach"), TorchImpl("fused"),
+    AdaptoptImpl(), KernelImpl(), NumpyImpl(),
+    TorchImpl("single"), TorchImpl("foreach"), TorchImpl("fused"),
     DeepSpeedImpl(), RooflineImpl(), CopyImpl()]}
 PEERS = ["numpy", "torch-single", "torch-foreach", "torch-fused", "deepspeed"]
 
@@ -547,7 +550,8 @@ def parse_size(text):
     try:
         n = int(float(text) * mult)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"bad size {text!r}: use e.g. 4K, 1M, 65536 or 1000x1K") from None
+        raise argparse.ArgumentTypeError(
+            f"bad size {text!r}: use e.g. 4K, 1M, 65536 or 1000x1K") from None
     if n <= 0:
         raise argparse.ArgumentTypeError(f"size must be positive, got {n}")
     return 1, n
@@ -845,9 +849,9 @@ def summarize(records, out=print):
     """The machine table, 4K step / construct table, many-arrays, thread scaling."""
     mach = [r for r in records if r["kind"] == "machine"]
     if mach:
-        out("\nMachine: GB/s (minimal bytes) of np.copyto (1 thread, 2 arrays) and of the roofline "
-            "kernel per access pattern\n(rNwM: read N arrays, write M; separate: one allocation per "
-            "array; staggered: slices of one allocation, the best placement)")
+        out("\nMachine: GB/s (minimal bytes) of np.copyto (1 thread, 2 arrays) and of the "
+            "roofline kernel per access pattern\n(rNwM: read N arrays, write M; separate: one "
+            "allocation per array; staggered: slices of one allocation, the best placement)")
         threads = sorted({r["threads"] for r in mach if r["impl"] == "roofline"})
         cols = [(pl, t) for t in threads for pl in ("separate", "staggered")]
         out(f"{'dtype':<9}{'size':>6}{'copy t1':>14}{'pattern':>9}"
@@ -857,7 +861,8 @@ def summarize(records, out=print):
             cp = next((r for r in here if r["impl"] == "copy"), None)
             cpc = f"{_fmt(cp['gbps'], '7.1f')} ±{_fmt(cp['iqr_pct'], '3.0f')}%" if cp else "-"
             for k, pat in enumerate(sorted({r["pattern"] for r in here if r.get("pattern")})):
-                vals = {(r.get("placement"), r["threads"]): r for r in here if r.get("pattern") == pat}
+                vals = {(r.get("placement"), r["threads"]): r
+                        for r in here if r.get("pattern") == pat}
                 out(f"{dt if k == 0 else '':<9}{size_label(1, n) if k == 0 else '':>6}"
                     f"{cpc if k == 0 else '':>14}{pat:>9}" + "".join(
                         f"{_fmt(vals[c]['gbps'], '9.1f')} ±{_fmt(vals[c]['iqr_pct'], '3.0f')}%"
@@ -875,8 +880,10 @@ def summarize(records, out=print):
         for algo, dt in sorted({(r["algo"], r["dtype"]) for r in small + cons},
                                key=lambda k: (list(ALGOS).index(k[0]), k[1])):
             def cell(i):
-                s = next((r["step_us"] for r in small if (r["algo"], r["dtype"], r["impl"]) == (algo, dt, i)), None)
-                c = next((r["construct_us"] for r in cons if (r["algo"], r["dtype"], r["impl"]) == (algo, dt, i)), None)
+                s = next((r["step_us"] for r in small
+                          if (r["algo"], r["dtype"], r["impl"]) == (algo, dt, i)), None)
+                c = next((r["construct_us"] for r in cons
+                          if (r["algo"], r["dtype"], r["impl"]) == (algo, dt, i)), None)
                 return f"{_fmt(s, '8.2f')} / {_fmt(c, '<7.1f')}"
             out(f"{algo:<17}{dt:<8}" + "".join(f"{cell(i):>18}" for i in impls))
 
@@ -888,7 +895,8 @@ def summarize(records, out=print):
         out(f"{'algorithm':<17}{'dtype':<8}{'arrays':>10}{'thr':>4}"
             + "".join(f"{IMPLS[i].label:>14}" for i in impls + ["roofline"] if i in present))
         for algo, dt, lab, t in keys:
-            vals = {r["impl"]: r for r in many if (r["algo"], r["dtype"], r["size_label"]) == (algo, dt, lab)
+            vals = {r["impl"]: r for r in many
+                    if (r["algo"], r["dtype"], r["size_label"]) == (algo, dt, lab)
                     and (r["threads"] == t or IMPLS[r["impl"]].single_threaded)}
             out(f"{algo:<17}{dt:<8}{lab:>10}{t:>4}" + "".join(
                 f"{_fmt(_t(vals[i]) * 1e3, '14.3f')}" if i in vals else f"{'-':>14}"
@@ -1040,7 +1048,7 @@ def plot(records, path):
                 ax.set_ylabel("GB/s (minimal bytes)")
             if i == len(algos) - 1:
                 ax.set_xlabel("elements")
-    handles, labels = {}, {}
+    handles = {}
     for ax in fig.axes:
         for h, lab in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(lab, h)
@@ -1065,7 +1073,8 @@ def _csv(kind, choices):
             return list(choices)
         bad = [s for s in items if s not in choices]
         if bad:
-            raise argparse.ArgumentTypeError(f"unknown {kind} {bad}; choose from {list(choices)} or 'all'")
+            raise argparse.ArgumentTypeError(
+                f"unknown {kind} {bad}; choose from {list(choices)} or 'all'")
         return items
     return parse
 
@@ -1087,7 +1096,8 @@ def build_parser():
     p.add_argument("--impls", type=_csv("implementation", IMPLS),
                    help=f"comma list of {list(IMPLS)} (default all)")
     p.add_argument("--isa", choices=["scalar", "avx2", "avx512"], help="force adaptopt's SIMD path")
-    p.add_argument("--budget", type=float, help="seconds of timed steps per implementation and case")
+    p.add_argument("--budget", type=float,
+                   help="seconds of timed steps per implementation and case")
     p.add_argument("--rounds", type=int, help="max interleaved rounds per case")
     p.add_argument("--min-rounds", type=int, help="min rounds per case, however slow a step")
     p.add_argument("--stat", choices=["median", "min"], default="median",
@@ -1108,7 +1118,7 @@ def _resolve(args):
     try:
         args.sizes = [parse_size(s) for s in sizes.split(",") if s.strip()]
     except argparse.ArgumentTypeError as e:
-        raise SystemExit(f"--sizes: {e}")
+        raise SystemExit(f"--sizes: {e}") from None
     dts = args.dtypes or preset["dtypes"].split(",")
     args.dtypes = [np.dtype(DTYPES[d]).type for d in dts]
     ncpu = show_config(mode="dicts")["num_threads"] if _kernels.openmp() else 1
@@ -1116,7 +1126,7 @@ def _resolve(args):
         try:
             args.threads = sorted({int(t) for t in args.threads.split(",") if t.strip()})
         except ValueError:
-            raise SystemExit(f"--threads: expected integers, got {args.threads!r}")
+            raise SystemExit(f"--threads: expected integers, got {args.threads!r}") from None
         if not args.threads or min(args.threads) < 1:
             raise SystemExit("--threads: thread counts must be >= 1")
     else:

@@ -131,9 +131,11 @@ def test_torch_peers(tmp_path):
     assert rc == 0
     data = json.loads(path.read_text())
     impls = {(r["algo"], r["impl"]) for r in data["records"]}
-    assert {("adam", "torch-single"), ("adam", "torch-foreach"), ("rmsprop", "torch-single")} <= impls
+    assert {("adam", "torch-single"), ("adam", "torch-foreach"),
+            ("rmsprop", "torch-single")} <= impls
     assert ("rmsprop", "torch-fused") not in impls  # torch has no fused RMSprop: skipped
-    assert any(s["impl"] == "torch-fused" and s["algo"] == "rmsprop" for s in data["meta"]["skipped"])
+    assert any(s["impl"] == "torch-fused" and s["algo"] == "rmsprop"
+               for s in data["meta"]["skipped"])
     adam = next(r for r in data["records"] if r["impl"] == "adaptopt" and r["algo"] == "adam")
     assert {"torch-single", "torch-foreach"} <= set(adam["speedup_vs"])
 

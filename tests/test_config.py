@@ -22,7 +22,7 @@ def test_show_config_dicts_and_stdout(capsys):
         assert info["num_threads"] == 1
     adaptopt.show_config()
     out = capsys.readouterr().out
-    assert f"openmp" in out and info["isa"] in out and info["compiler"] in out
+    assert "openmp" in out and info["isa"] in out and info["compiler"] in out
     with pytest.raises(ValueError, match="mode must be"):
         adaptopt.show_config(mode="json")
 
@@ -30,7 +30,7 @@ def test_show_config_dicts_and_stdout(capsys):
 def test_parallel_thresholds_per_algorithm_and_dtype(threshold):
     table = adaptopt.show_config(mode="dicts")["parallel_threshold"]
     assert set(table) == {"adam", "adagrad", "rmsprop", "sgd"}
-    for algo, per_dtype in table.items():
+    for per_dtype in table.values():
         assert set(per_dtype) == {"float32", "float64"}
         # float64 holds half the elements per vector: it never needs more of them
         assert 1 < per_dtype["float64"] <= per_dtype["float32"]

@@ -185,7 +185,8 @@ def bench(sizes: Sequence[int] = DEFAULT_SIZES, dtype: str | np.dtype = "float32
                             "adaptopt_s": t_fast, "numpy_s": t_ref, "speedup": t_ref / t_fast})
     headers = ("optimizer", "size", "adaptopt us", "NumPy us", "speedup")
     rows = [(r["optimizer"], _label(r["size"]), f"{r['adaptopt_s'] * 1e6:.1f}",
-             f"{r['numpy_s'] * 1e6:.1f}", f"{r['speedup']:.{1 if r['speedup'] >= 1 else 2}f}x") for r in records]
+             f"{r['numpy_s'] * 1e6:.1f}", f"{r['speedup']:.{1 if r['speedup'] >= 1 else 2}f}x")
+            for r in records]
     widths = [max(len(row[i]) for row in (headers, *rows)) for i in range(len(headers))]
     for row in (headers, tuple("-" * w for w in widths), *rows):
         print("  ".join(c.ljust(w) if i == 0 else c.rjust(w)

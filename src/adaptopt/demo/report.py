@@ -62,7 +62,8 @@ def linear_regression(r):
                   f"{r['batch_size']}, {r['epochs']} epochs, seed {r['seed']}",
                   ["optimizer", "settings", "final epoch loss", "full-data MSE",
                    "|theta - true_theta|"], rows,
-                  [f"epoch loss as \"{REGRESSION_TUTORIAL}\" computes it: batch losses before each update, "
+                  [f"epoch loss as \"{REGRESSION_TUTORIAL}\" computes it: batch losses "
+                   "before each update, "
                    "summed, / (n // batch) = 31 (there are 32 batches)",
                    "full-data MSE: of the final theta over all samples; least squares is "
                    "the best any optimizer can reach"])]
@@ -81,7 +82,8 @@ def tutorial_rules(r):
 
 def quadratic_1d(r):
     rows = [[run["name"], _settings(run["kwargs"])] + [_g(run["at"][str(k)], 6) for k in r["marks"]]
-            + [_e(run["tutorial_max_diff"]) if run["tutorial_max_diff"] is not None else "(no loop there)"]
+            + [_e(run["tutorial_max_diff"]) if run["tutorial_max_diff"] is not None
+               else "(no loop there)"]
             for run in r["runs"]]
     return [Table(f"f(x) = 0.5 x^2 from x0 = {r['x0']:g}, lr = {r['lr']:g}, {r['steps']} steps",
                   ["optimizer", "settings"] + [f"x after {k}" for k in r["marks"]]

@@ -29,7 +29,8 @@ the demo (see ``experiments.tutorial_rules``):
 
 import numpy as np
 
-__all__ = ["REGRESSION_TUTORIAL", "QUADRATIC_TUTORIAL", "adagrad_optimizer", "rmsprop_optimizer", "adam_optimizer",
+__all__ = ["REGRESSION_TUTORIAL", "QUADRATIC_TUTORIAL", "adagrad_optimizer", "rmsprop_optimizer",
+           "adam_optimizer",
            "adagrad_update", "rmsprop_update", "quadratic_grad"]
 
 #: The tutorials the experiments come from, by title.
