@@ -4,7 +4,7 @@
     >>> w = np.zeros(3, dtype=np.float32)
     >>> opt = adaptopt.Adam([w], lr=0.1)
     >>> opt.step([np.ones(3, dtype=np.float32)])
-    >>> w                        # the first step moves by lr / (1 + eps), rounded to float32
+    >>> w                        # -lr, to float32 rounding (the first step is lr * sign(g))
     array([-0.09999999, -0.09999999, -0.09999999], dtype=float32)
 
 Every update runs in one compiled pass over memory and is bit for bit equal
