@@ -248,3 +248,17 @@ def test_console_script(tmp_path):
                          text=True, timeout=60)
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["version"] == adaptopt.__version__
+
+
+def test_help_and_demo_name_the_tutorials(tmp_path):
+    """Users read about the tutorials the experiments come from, by title, not 'seeds'."""
+    texts = [cli(*args, cwd=tmp_path) for args in (["--help"], ["demo", "--help"],
+                                                  ["bench", "--help"],
+                                                  ["demo", "--quick", "--no-plot"])]
+    for res in texts:
+        assert res.returncode == 0, res.stderr
+        flat = " ".join(res.stdout.split())
+        assert "seeds" not in flat.lower() and "seed 00" not in flat.lower(), flat
+    for title in demo.TUTORIALS:
+        assert f'"{title}"' in " ".join(texts[1].stdout.split())
+        assert f'"{title}"' in texts[3].stdout

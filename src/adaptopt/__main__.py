@@ -12,11 +12,14 @@ line on stderr and exit code 2 (1 for failures at run time), never a
 traceback; ``ADAPTOPT_DEBUG=1`` lets unexpected exceptions through.
 """
 
+from __future__ import annotations
+
 import argparse
 import json
 import os
 import sys
 import tempfile
+from collections.abc import Sequence
 
 __all__ = ["main"]
 
@@ -309,8 +312,20 @@ def _one_line(text):
     return " ".join(str(text).split())
 
 
-def main(argv=None):
-    """Run the command line; the exit code."""
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line (``python -m adaptopt``, ``adaptopt``) and return its exit code.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        The arguments after the program name (default ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        0 on success, 2 for a usage mistake (one line on stderr), 1 for a
+        failure at run time, 130 when interrupted.
+    """
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         parser = _parser()
