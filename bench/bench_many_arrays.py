@@ -22,7 +22,8 @@ def main(argv=None):
     ap.add_argument("--arrays", type=int, default=1000)
     ap.add_argument("--size", type=int, default=1000)
     ap.add_argument("--rounds", type=int, default=15)
-    ap.add_argument("--algo", default="Adam", choices=["Adam", "AdamW", "Adagrad", "RMSprop", "SGD"])
+    ap.add_argument("--algo", default="Adam",
+                    choices=["Adam", "AdamW", "Adagrad", "RMSprop", "SGD"])
     ap.add_argument("--json", metavar="PATH")
     args = ap.parse_args(argv)
 

@@ -2,7 +2,7 @@
 
 adaptopt against its NumPy reference and torch.optim (single-tensor,
 foreach, fused; when torch is installed), measured interleaved in one run
-by ``adaptopt.benchmark``: ns per element of each, and adaptopt's speedup
+by ``bench/suite.py``: ns per element of each, and adaptopt's speedup
 over each, side by side.
 
     python bench/bench_step.py                  # all CPUs
@@ -12,7 +12,7 @@ import argparse
 import json
 import sys
 
-from adaptopt import benchmark as B
+import suite as B  # bench/suite.py, beside this script
 
 PEERS = ["numpy", "torch-single", "torch-foreach", "torch-fused"]
 
@@ -45,7 +45,8 @@ def main(argv=None):
     keys = sorted({(r["algo"], r["dtype"], r["n_elements"]) for r in steps},
                   key=lambda k: (list(B.ALGOS).index(k[0]), k[1], k[2]))
     for algo, dt, n in keys:
-        recs = {r["impl"]: r for r in steps if (r["algo"], r["dtype"], r["n_elements"]) == (algo, dt, n)}
+        recs = {r["impl"]: r for r in steps
+                if (r["algo"], r["dtype"], r["n_elements"]) == (algo, dt, n)}
         a = recs.get("adaptopt")
         ns = "".join(f"{recs[x]['ns_per_element']:14.3f}" if x in recs else f"{'-':>14}"
                      for x in ["adaptopt"] + peers)

@@ -2,7 +2,7 @@
 
 For each algorithm and dtype, one whole ``opt.step`` at sizes 1K..128K with
 1 thread and with N threads, the parallel threshold forced to 1 so that
-every size forks, measured interleaved by ``adaptopt.benchmark`` (median).
+every size forks, measured interleaved by ``bench/suite.py`` (median).
 Prints both times, the speedup, and for each row the smallest power of two
 from which N threads was faster (by --margin) at every larger size: the
 defaults compiled into csrc/dispatch.c come from this table.
@@ -13,10 +13,9 @@ defaults compiled into csrc/dispatch.c come from this table.
 import argparse
 import json
 
-import numpy as np
+import suite as B  # bench/suite.py, beside this script
 
 from adaptopt import _kernels
-from adaptopt import benchmark as B
 
 ALGOS = ["adam", "adagrad", "rmsprop", "sgd-momentum"]
 SIZES = [2 ** k for k in range(10, 18)]

@@ -44,9 +44,10 @@ try:
 except ImportError:
     sys.exit("bench_torch.py needs PyTorch: pip install 'adaptopt[torch]'")
 
+from suite import CpuLoad, _openmp_runtimes  # bench/suite.py, beside this script
+
 import adaptopt
 import adaptopt.torch as aot
-from adaptopt.benchmark import CpuLoad, _openmp_runtimes
 
 ALGOS = {  # name -> (constructor kwargs, torch has fused=True)
     "Adam": ({"lr": 1e-3}, True),

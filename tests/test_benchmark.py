@@ -1,4 +1,4 @@
-"""The benchmark runs end to end and writes well-formed records.
+"""bench/suite.py, the peer benchmark suite, runs end to end and writes well-formed records.
 
 No timing assertions: only that a tiny --quick run succeeds, that every
 record has the documented fields with positive finite numbers, and that
@@ -6,10 +6,14 @@ missing peers are skipped cleanly.
 """
 import json
 import math
+import sys
+from pathlib import Path
 
 import pytest
 
-from adaptopt import benchmark
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+sys.path.insert(0, str(BENCH))
+import suite as benchmark  # noqa: E402  (bench/suite.py: kept beside the package, not in it)
 
 TINY = ["--quick", "--sizes", "1K,3x256", "--algos", "adam,amsgrad,rmsprop-centered,sgd-nesterov",
         "--dtypes", "float32,float64", "--threads", "1,2", "--budget", "0.002", "--rounds", "2",
@@ -127,9 +131,11 @@ def test_torch_peers(tmp_path):
     assert rc == 0
     data = json.loads(path.read_text())
     impls = {(r["algo"], r["impl"]) for r in data["records"]}
-    assert {("adam", "torch-single"), ("adam", "torch-foreach"), ("rmsprop", "torch-single")} <= impls
+    assert {("adam", "torch-single"), ("adam", "torch-foreach"),
+            ("rmsprop", "torch-single")} <= impls
     assert ("rmsprop", "torch-fused") not in impls  # torch has no fused RMSprop: skipped
-    assert any(s["impl"] == "torch-fused" and s["algo"] == "rmsprop" for s in data["meta"]["skipped"])
+    assert any(s["impl"] == "torch-fused" and s["algo"] == "rmsprop"
+               for s in data["meta"]["skipped"])
     adam = next(r for r in data["records"] if r["impl"] == "adaptopt" and r["algo"] == "adam")
     assert {"torch-single", "torch-foreach"} <= set(adam["speedup_vs"])
 
@@ -168,3 +174,13 @@ def test_parse_size(text, expected):
 def test_bad_arguments(argv):
     with pytest.raises(SystemExit):
         benchmark.main(argv + ["--no-progress"])
+
+
+def test_the_suite_is_not_in_the_package():
+    """The installed package ships its small benchmark only (adaptopt.bench)."""
+    import importlib.util
+
+    import adaptopt
+    assert importlib.util.find_spec("adaptopt.benchmark") is None
+    assert callable(adaptopt.bench)
+    assert not (Path(adaptopt.__file__).parent / "benchmark.py").exists()

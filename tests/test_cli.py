@@ -3,7 +3,6 @@ import json
 import os
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import pytest
@@ -126,50 +125,93 @@ def test_usage_errors_are_one_line(tmp_path, args, expected):
     assert res.stdout == ""
 
 
-def test_unwritable_output_dir(tmp_path):
+@pytest.mark.parametrize("how", ["with matplotlib", "without matplotlib", "--no-plot"])
+def test_unusable_output_dir_is_an_error(tmp_path, how):
+    """An --out that plots cannot go to is refused before any work, plots or not."""
+    without, extra = None, []
+    if how == "with matplotlib":
+        pytest.importorskip("matplotlib")
+    elif how == "without matplotlib":
+        without = ["matplotlib"]
+    else:
+        extra = ["--no-plot"]
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     for out in (blocker, blocker / "sub"):
-        res = cli("demo", "--quick", "--out", out, cwd=tmp_path)
+        res = cli("demo", "--quick", *extra, "--out", out, cwd=tmp_path, without=without)
         line = assert_one_line_error(res)
+        assert res.returncode == 2
         assert "cannot write plots" in line and str(out) in line
         assert res.stdout == ""                        # refused before any work
     assert blocker.read_text() == "not a directory"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_default_output_dir_unused_without_plots(tmp_path):
+    """Without matplotlib and without --out, nothing is checked or created."""
+    res = cli("demo", "--quick", "--only", "quadratic-1d", cwd=tmp_path, without=["matplotlib"])
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines()[-1] == (
+        'matplotlib is not installed, so no plots were made; for the plots: '
+        'pip install "adaptopt[plot]"')
+    assert not list(tmp_path.iterdir())
 
 
 # --- bench ----------------------------------------------------------------------
-def test_bench_fallback(tmp_path):
-    res = cli("bench", "--size", "1000", "--repeat", "2", "--optimizers", "adam,sgd",
-              cwd=tmp_path, without=["adaptopt.benchmark"])
+def test_bench(tmp_path):
+    res = cli("bench", "--sizes", "1000,1K", "--repeat", "2", "--optimizers", "adam,sgd",
+              "--json", "b.json", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
-    assert "built-in" in res.stdout
+    assert "NumPy reference" in res.stdout.splitlines()[0]
     rows = [ln.split() for ln in res.stdout.splitlines() if ln.startswith(("Adam", "SGD"))]
-    assert [r[0] for r in rows] == ["Adam", "SGD"]
-    for r in rows:
-        fast, ref, ratio = float(r[-3]), float(r[-2]), float(r[-1].rstrip("x"))
-        assert fast > 0 and ref > 0
-        assert ratio == pytest.approx(ref / fast, rel=0.2)  # ns columns are rounded
+    assert [(r[0], r[-4]) for r in rows] == [("Adam", "1000"), ("SGD", "1000"),
+                                             ("Adam", "1K"), ("SGD", "1K")]
+    records = json.loads((tmp_path / "b.json").read_text())["records"]
+    assert [(r["optimizer"].split()[0], r["size"]) for r in records] == [
+        ("Adam", 1000), ("SGD", 1000), ("Adam", 1024), ("SGD", 1024)]
+    for r, row in zip(records, rows):
+        fast, ref, ratio = float(row[-3]), float(row[-2]), float(row[-1].rstrip("x"))
+        assert r["adaptopt_s"] > 0 and r["numpy_s"] > 0
+        assert fast == pytest.approx(r["adaptopt_s"] * 1e6, abs=0.06)
+        assert ref == pytest.approx(r["numpy_s"] * 1e6, abs=0.06)
+        assert ratio == pytest.approx(r["speedup"], abs=0.06)
+        assert r["speedup"] == pytest.approx(r["numpy_s"] / r["adaptopt_s"])
+
+
+def test_bench_help_names_the_peer_suite(tmp_path):
+    res = cli("bench", "--help", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "--sizes" in res.stdout and "--repeat" in res.stdout
+    assert "bench/suite.py" in res.stdout
+
+
+def test_bench_python_api_matches_cli_choices():
+    import io
+    out = io.StringIO()
+    records = adaptopt.bench(sizes=[64], dtype="float64", optimizers=["rmsprop"], repeat=1,
+                             n_threads=1, file=out)
+    assert [(r["optimizer"], r["size"], r["dtype"], r["threads"]) for r in records] == [
+        ("RMSprop", 64, "float64", 1)]
+    assert "RMSprop" in out.getvalue()
+    for kw, err in [({"optimizers": ["nope"]}, "unknown optimizer 'nope'"),
+                    ({"sizes": [0]}, "sizes"), ({"repeat": 0}, "repeat"),
+                    ({"dtype": "float16"}, "dtype"), ({"n_threads": 0}, "n_threads")]:
+        with pytest.raises(ValueError, match=err):
+            adaptopt.bench(**kw, file=out)
 
 
 @pytest.mark.parametrize("args, expected", [
     (["--optimizers", "adam,nope"], "unknown optimizer 'nope'"),
-    (["--size", "0"], "--size"),
+    (["--sizes", "0"], "--sizes"),
+    (["--sizes", "3Q"], "--sizes"),
     (["--repeat", "x"], "--repeat"),
     (["--threads", "0"], "--threads"),
+    (["--dtype", "float16"], "--dtype"),
 ])
-def test_bench_fallback_errors(tmp_path, args, expected):
-    res = cli("bench", *args, cwd=tmp_path, without=["adaptopt.benchmark"])
+def test_bench_errors(tmp_path, args, expected):
+    res = cli("bench", *args, cwd=tmp_path)
     assert res.returncode == 2
     assert expected in assert_one_line_error(res)
-
-
-def test_bench_delegates_to_adaptopt_benchmark(monkeypatch):
-    seen = []
-    fake = types.ModuleType("adaptopt.benchmark")
-    fake.main = lambda argv=None: seen.append(argv) or 3
-    monkeypatch.setitem(sys.modules, "adaptopt.benchmark", fake)
-    assert main(["bench", "--size", "10", "--json", "x.json"]) == 3
-    assert seen == [["--size", "10", "--json", "x.json"]]
 
 
 # --- the rest ---------------------------------------------------------------------
@@ -206,3 +248,17 @@ def test_console_script(tmp_path):
                          text=True, timeout=60)
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["version"] == adaptopt.__version__
+
+
+def test_help_and_demo_name_the_tutorials(tmp_path):
+    """Users read about the tutorials the experiments come from, by title, not 'seeds'."""
+    texts = [cli(*args, cwd=tmp_path) for args in (["--help"], ["demo", "--help"],
+                                                  ["bench", "--help"],
+                                                  ["demo", "--quick", "--no-plot"])]
+    for res in texts:
+        assert res.returncode == 0, res.stderr
+        flat = " ".join(res.stdout.split())
+        assert "seeds" not in flat.lower() and "seed 00" not in flat.lower(), flat
+    for title in demo.TUTORIALS:
+        assert f'"{title}"' in " ".join(texts[1].stdout.split())
+        assert f'"{title}"' in texts[3].stdout

@@ -22,7 +22,7 @@ def test_show_config_dicts_and_stdout(capsys):
         assert info["num_threads"] == 1
     adaptopt.show_config()
     out = capsys.readouterr().out
-    assert f"openmp" in out and info["isa"] in out and info["compiler"] in out
+    assert "openmp" in out and info["isa"] in out and info["compiler"] in out
     with pytest.raises(ValueError, match="mode must be"):
         adaptopt.show_config(mode="json")
 

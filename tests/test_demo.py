@@ -177,7 +177,7 @@ def test_linear_regression_seed_changes_the_data():
 
 # --- 2 --------------------------------------------------------------------------
 def test_seed_comparison(quick):
-    r = quick["seed-comparison"]
+    r = quick["tutorial-rules"]
     rs, X, y, _ = data()
     rows = {row["name"]: row for row in r["rows"]}
     assert list(rows) == ["Adagrad", "RMSprop", "Adam", "Adam, t not reset"]
@@ -188,19 +188,19 @@ def test_seed_comparison(quick):
         starts[name] = copy_rng(rs)
         _, losses = seed001_loop(kind, X, y, rs, lr, QUICK_EPOCHS)
         row = rows[name]
-        np.testing.assert_allclose(row["seed_losses"], losses, rtol=1e-12, err_msg=name)
-        assert row["seed_loss"] == row["seed_losses"][-1]
+        np.testing.assert_allclose(row["tutorial_losses"], losses, rtol=1e-12, err_msg=name)
+        assert row["tutorial_loss"] == row["tutorial_losses"][-1]
         # adaptopt, configured to match, agrees to rounding
         np.testing.assert_allclose(row["adaptopt_losses"], losses, rtol=1e-10, err_msg=name)
-        assert row["abs_diff"] == abs(row["adaptopt_loss"] - row["seed_loss"])
+        assert row["abs_diff"] == abs(row["adaptopt_loss"] - row["tutorial_loss"])
         assert row["abs_diff"] < 1e-10 and row["max_theta_diff"] < 1e-10
     # adaptopt's Adam without the seed's per-epoch restart of t: the textbook
     # Adam on the seed's Adam draws, and measurably different from the seed
     row = rows["Adam, t not reset"]
-    assert row["seed_loss"] == rows["Adam"]["seed_loss"]
+    assert row["tutorial_loss"] == rows["Adam"]["tutorial_loss"]
     _, losses = textbook_train(Adam(lr=0.01), X, y, starts["Adam"], QUICK_EPOCHS)
     np.testing.assert_allclose(row["adaptopt_losses"], losses, rtol=1e-9)
-    assert row["abs_diff"] == pytest.approx(abs(losses[-1] - row["seed_loss"]), rel=1e-6)
+    assert row["abs_diff"] == pytest.approx(abs(losses[-1] - row["tutorial_loss"]), rel=1e-6)
     assert row["abs_diff"] > 1e-3
 
 
@@ -230,10 +230,10 @@ def test_quadratic_1d(quick):
         np.testing.assert_allclose(runs[name]["trajectory"], traj, rtol=0, atol=1e-12, err_msg=name)
         for k in (10, 25, 50):
             assert runs[name]["at"][str(k)] == runs[name]["trajectory"][k]
-    np.testing.assert_allclose(runs["Adagrad"]["seed_trajectory"], ada, rtol=0, atol=0)
-    assert runs["RMSprop"]["seed_max_diff"] == pytest.approx(
+    np.testing.assert_allclose(runs["Adagrad"]["tutorial_trajectory"], ada, rtol=0, atol=0)
+    assert runs["RMSprop"]["tutorial_max_diff"] == pytest.approx(
         np.max(np.abs(np.array(runs["RMSprop"]["trajectory"]) - rms)), abs=1e-300)
-    assert runs["Adam"]["seed_trajectory"] is None
+    assert runs["Adam"]["tutorial_trajectory"] is None
 
 
 # --- 4a -------------------------------------------------------------------------
@@ -377,7 +377,7 @@ def test_tables_show_the_numbers(quick):
     text = "\n".join(str(t) for name in demo.NAMES for t in demo.tables(name, quick[name]))
     for run in quick["linear-regression"]["runs"]:
         assert f"{run['final_loss']:.6g}" in text
-    for row in quick["seed-comparison"]["rows"]:
+    for row in quick["tutorial-rules"]["rows"]:
         assert f"{row['abs_diff']:.2e}" in text
     for run in quick["quadratic-1d"]["runs"]:
         assert f"{run['at']['50']:.6g}" in text

@@ -21,3 +21,27 @@ def test_readme_block_runs(k, tmp_path, monkeypatch):
     if "matplotlib" in code:
         pytest.importorskip("matplotlib")
     exec(compile(code, f"README.md block {k}", "exec"), {"__name__": "__readme__"})
+
+
+def readme_commands():
+    """The commands of the README's "Two commands" block, without their comments."""
+    section = README.read_text().split("## Two commands", 1)[1]
+    block = re.search(r"```bash\n(.*?)```", section, flags=re.S).group(1)
+    return [line.split("#", 1)[0].strip() for line in block.splitlines() if line.strip()]
+
+
+def test_ci_runs_the_readme_commands_verbatim():
+    """.ci/run runs the README's two commands exactly as written, before anything else."""
+    commands = readme_commands()
+    assert commands == ["pip install . && python -m adaptopt demo --quick",
+                        'pip install ".[test]" && python -m pytest']
+    ci = (README.parent / ".ci" / "run").read_text()
+    code = [line.strip() for line in ci.splitlines() if not line.lstrip().startswith("#")]
+    for cmd in commands:
+        assert any(line == cmd or line.startswith(cmd + " ||") for line in code), (
+            f".ci/run does not run the README's command {cmd!r} as written")
+    # and the steps that run them come first
+    steps = [line for line in code if line.startswith("step ")]
+    assert steps[0].split()[-1] == "readme_install" and steps[1].split()[-1] == "readme_test"
+    prose = " ".join(README.read_text().split())
+    assert "The test command is `python -m pytest`, run from the repository root." in prose

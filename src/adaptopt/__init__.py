@@ -4,8 +4,8 @@
     >>> w = np.zeros(3, dtype=np.float32)
     >>> opt = adaptopt.Adam([w], lr=0.1)
     >>> opt.step([np.ones(3, dtype=np.float32)])
-    >>> w
-    array([-0.1, -0.1, -0.1], dtype=float32)
+    >>> w                        # -lr, to float32 rounding (the first step is lr * sign(g))
+    array([-0.09999999, -0.09999999, -0.09999999], dtype=float32)
 
 Every update runs in one compiled pass over memory and is bit for bit equal
 to the NumPy reference in ``adaptopt.reference``.
@@ -13,8 +13,16 @@ to the NumPy reference in ``adaptopt.reference``.
 
 __version__ = "0.1.0"
 
-from ._config import (available_isas, get_isa, get_num_threads, set_isa,  # noqa: E402
-                      set_num_threads, show_config, _isa_from_env)
+from ._bench import bench  # noqa: E402
+from ._config import (  # noqa: E402
+    _isa_from_env,
+    available_isas,
+    get_isa,
+    get_num_threads,
+    set_isa,
+    set_num_threads,
+    show_config,
+)
 from . import optim as _optim  # noqa: E402
 from .optim import (SGD, ASGD, Adadelta, Adagrad, Adam, Adamax, AdamW, Lion,  # noqa: E402
                     NAdam, RAdam, RMSprop, Rprop)
@@ -22,4 +30,4 @@ from .optim import (SGD, ASGD, Adadelta, Adagrad, Adam, Adamax, AdamW, Lion,  # 
 _isa_from_env()
 
 __all__ = _optim.__all__ + ["show_config", "get_num_threads", "set_num_threads", "get_isa",
-                            "set_isa", "available_isas"]
+                            "set_isa", "available_isas", "bench"]

@@ -1,27 +1,30 @@
 """The command line: ``python -m adaptopt info | demo | bench`` (also ``adaptopt ...``).
 
 * ``info``  -- how this adaptopt was built and how it runs (``--json``);
-* ``demo``  -- the seeds' experiments on adaptopt's optimizers: tables on
-  stdout, PNG plots in ``--out`` (matplotlib, optional);
-* ``bench`` -- ``adaptopt.benchmark.main`` with the remaining arguments, or,
-  where that module is missing, a small benchmark against the NumPy
-  reference.
+* ``demo``  -- the experiments of the tutorials this project grew from, on
+  adaptopt's optimizers: tables on stdout, PNG plots in ``--out``
+  (matplotlib, optional);
+* ``bench`` -- ``adaptopt.bench()``: each optimizer against its NumPy
+  reference at a few sizes.
 
 A mistake (an unknown name, a bad number, an unwritable directory) is one
 line on stderr and exit code 2 (1 for failures at run time), never a
 traceback; ``ADAPTOPT_DEBUG=1`` lets unexpected exceptions through.
 """
 
+from __future__ import annotations
+
 import argparse
 import json
 import os
 import sys
 import tempfile
-import time
+from collections.abc import Sequence
 
 __all__ = ["main"]
 
 PROG = "adaptopt"
+DEFAULT_OUT = "adaptopt-demo"
 
 
 class CLIError(Exception):
@@ -142,18 +145,32 @@ def _progress(total):
                 leave=False, file=sys.stderr)
 
 
-def _prepare_out(out):
-    """Create ``out`` if needed and check that files can be written there."""
+def _check_out(out, create):
+    """Check that plots can be written to the directory ``out``; create it if ``create``.
+
+    Without ``create`` nothing is made: ``out`` must be a directory already,
+    or its nearest existing ancestor a directory this process may write in.
+    """
+    def refuse(why):
+        return CLIError(f"cannot write plots to {out!r}: {why}", f"{PROG} demo")
+
     if os.path.exists(out) and not os.path.isdir(out):
-        raise CLIError(f"cannot write plots to {out!r}: it exists and is not a directory",
-                       f"{PROG} demo")
+        raise refuse("it exists and is not a directory")
+    if not create:
+        parent = os.path.abspath(out)
+        while not os.path.exists(parent):
+            parent = os.path.dirname(parent)
+        if not os.path.isdir(parent):
+            raise refuse(f"{parent!r} is not a directory")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise refuse(f"{parent!r} is not writable")
+        return os.path.abspath(out)
     try:
         os.makedirs(out, exist_ok=True)
         with tempfile.TemporaryFile(dir=out):
             pass
     except OSError as e:
-        raise CLIError(f"cannot write plots to {out!r}: {e.strerror or e}",
-                       f"{PROG} demo") from None
+        raise refuse(e.strerror or e) from None
     return os.path.abspath(out)
 
 
@@ -164,7 +181,12 @@ def cmd_demo(args):
     plots, why_not = not args.no_plot, None
     if plots and not demo.have_matplotlib():
         plots, why_not = False, "matplotlib is not installed"
-    out = _prepare_out(args.out) if plots else None
+    # An --out given on the command line must be usable whether or not plots are
+    # made (a mistake is reported now, not on the run that has matplotlib); it is
+    # only created when plots are written into it.  The default is checked only then.
+    out = args.out if args.out is not None else DEFAULT_OUT
+    if plots or args.out is not None:
+        out = _check_out(out, create=plots)
 
     mode = "quick mode" if args.quick else "full"
     print(f"adaptopt demo: {len(names)} experiment(s), {mode}, seed {args.seed}", flush=True)
@@ -199,97 +221,44 @@ def cmd_demo(args):
 
 
 # --- bench ------------------------------------------------------------------
-_BENCH = {  # name -> (class name, keyword arguments)
-    "adam": ("Adam", {}),
-    "adamw": ("AdamW", {}),
-    "adagrad": ("Adagrad", {}),
-    "rmsprop": ("RMSprop", {}),
-    "sgd": ("SGD", {"momentum": 0.9}),
-}
-
-
-def _fallback_parser():
-    p = _Parser(prog=f"{PROG} bench", description=(
-        "A small benchmark of each optimizer against the NumPy reference "
-        "(adaptopt.benchmark, the full benchmark, is not available)."))
-    p.add_argument("--size", type=_int_in(1), default=1_000_000,
-                   help="elements per parameter array (default 1000000)")
-    p.add_argument("--repeat", type=_int_in(1), default=10,
-                   help="timed steps per optimizer; the fastest counts (default 10)")
-    p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    p.add_argument("--optimizers", type=_names(tuple(_BENCH), "optimizer"),
-                   default=list(_BENCH), metavar="NAMES",
-                   help=f"comma-separated subset of {','.join(_BENCH)}")
-    p.add_argument("--threads", type=_threads, default=None,
-                   help="threads for adaptopt (default: adaptopt's; -1: all CPUs)")
-    return p
-
-
-def _best_step(opt, grads, repeat):
-    opt.step(grads)      # state allocation and caches out of the timing
-    best = float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        opt.step(grads)
-        best = min(best, time.perf_counter() - t)
-    return best
-
-
-def _fallback_bench(argv, reason):
-    import numpy as np
-
-    import adaptopt
-    from adaptopt import reference
-
-    args = _fallback_parser().parse_args(argv)
-    if args.threads is not None:
-        try:
-            n_threads = adaptopt._config.resolve_threads(args.threads, "--threads")
-        except (TypeError, ValueError) as e:
-            raise CLIError(str(e), f"{PROG} bench") from None
-    else:
-        n_threads = adaptopt.get_num_threads()
-    print(f"adaptopt bench (built-in; {reason})")
-    print(f"{args.size} x {args.dtype}, best of {args.repeat} steps, isa {adaptopt.get_isa()}, "
-          f"{n_threads} thread(s)")
-    rng = np.random.default_rng(0)
-    p0 = rng.standard_normal(args.size).astype(args.dtype)
-    g = [rng.standard_normal(args.size).astype(args.dtype)]
-    rows = []
-    for name in args.optimizers:
-        cls_name, kw = _BENCH[name]
-        fast = getattr(adaptopt, cls_name)([p0.copy()], n_threads=n_threads, **kw)
-        ref = getattr(reference, cls_name)([p0.copy()], **kw)
-        t_fast, t_ref = _best_step(fast, g, args.repeat), _best_step(ref, g, args.repeat)
-        rows.append((cls_name + (" (momentum 0.9)" if kw else ""),
-                     f"{t_fast / args.size * 1e9:.3f}", f"{t_ref / args.size * 1e9:.3f}",
-                     f"{t_ref / t_fast:.1f}x"))
-    headers = ("optimizer", "adaptopt ns/elem", "NumPy ns/elem", "speedup")
-    widths = [max(len(r[i]) for r in (headers, *rows)) for i in range(4)]
-    for r in (headers, tuple("-" * w for w in widths), *rows):
-        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                        for i, (c, w) in enumerate(zip(r, widths))))
-    return 0
-
-
-def cmd_bench(argv):
-    import importlib
+def _sizes(text):
+    from ._bench import parse_size
     try:
-        benchmark = importlib.import_module("adaptopt.benchmark")
-    except ImportError as e:
-        missing = isinstance(e, ModuleNotFoundError) and e.name == "adaptopt.benchmark"
-        reason = ("adaptopt.benchmark is not installed" if missing
-                  else f"adaptopt.benchmark could not be imported: {_one_line(e)}")
-        return _fallback_bench(argv, reason)
-    rc = benchmark.main(list(argv))
-    return 0 if rc is None else int(rc)
+        sizes = [parse_size(t) for t in text.split(",") if t.strip()]
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    if not sizes:
+        raise argparse.ArgumentTypeError("expected one or more sizes, e.g. 4K,64K,1M")
+    return sizes
+
+
+def cmd_bench(args):
+    from ._bench import bench
+    records = bench(sizes=args.sizes, dtype=args.dtype, optimizers=args.optimizers,
+                    repeat=args.repeat, n_threads=args.threads)
+    if args.json:
+        import adaptopt
+        meta = {"adaptopt": adaptopt.show_config(mode="dicts"), "argv": sys.argv[1:]}
+        try:
+            with open(args.json, "w") as f:
+                json.dump({"meta": meta, "records": records}, f, indent=1, default=str)
+        except OSError as e:
+            raise CLIError(f"cannot write {args.json!r}: {e.strerror or e}",
+                           f"{PROG} bench", code=1) from None
+        print(f"wrote {len(records)} records to {args.json}")
+    return 0
 
 
 # --- main -------------------------------------------------------------------
 def _parser():
     import adaptopt
+
+    from ._bench import DEFAULT_SIZES, OPTIMIZERS, _label
+    from .demo import NAMES, TUTORIALS
+    titles = " and ".join(f'"{t}"' for t in TUTORIALS)
     p = _Parser(prog=PROG, description="adaptopt: fused, exactly specified adaptive "
-                "optimizers. Build information, the seeds' experiments, benchmarks.")
+                "optimizers. Build information, the experiments of the tutorials this "
+                f"project grew from ({titles}), a benchmark.")
     p.add_argument("--version", action="version", version=f"adaptopt {adaptopt.__version__}")
     sub = p.add_subparsers(dest="command", metavar="{info,demo,bench}")
 
@@ -298,13 +267,15 @@ def _parser():
                           "SIMD path in use and available, NumPy version.")
     info.add_argument("--json", action="store_true", help="as JSON (adaptopt.show_config's dict)")
 
-    from .demo import NAMES
-    demo = sub.add_parser("demo", help="the seeds' experiments: tables and PNG plots",
-                          description="Rerun the tutorials' experiments (linear regression, "
-                          "the seeds' own NumPy rules, the 1-D quadratic, five pitfalls) on "
-                          "adaptopt's optimizers; print tables, write PNG plots.")
-    demo.add_argument("--out", default="adaptopt-demo", metavar="DIR",
-                      help="directory for the PNG plots (default ./adaptopt-demo/)")
+    demo = sub.add_parser(
+        "demo", help="the tutorials' experiments on adaptopt: tables and PNG plots",
+        description=f"Rerun the experiments of the tutorials {titles} on adaptopt's "
+        "optimizers: mini-batch linear regression, the tutorial's own NumPy update rules "
+        "next to adaptopt, the 1-D quadratic, five pitfalls. Prints tables; writes one PNG "
+        'plot each when matplotlib is installed (pip install "adaptopt[plot]").')
+    demo.add_argument("--out", metavar="DIR",
+                      help=f"directory for the PNG plots, created if missing (default "
+                      f"./{DEFAULT_OUT}/); checked even when no plots are made")
     demo.add_argument("--quick", action="store_true",
                       help="fewer epochs and steps: seconds instead of tens of seconds")
     demo.add_argument("--no-plot", action="store_true", help="tables only, write nothing")
@@ -313,8 +284,27 @@ def _parser():
     demo.add_argument("--only", type=_names(NAMES, "experiment"), metavar="NAMES",
                       help=f"comma-separated subset of: {', '.join(NAMES)}")
 
-    sub.add_parser("bench", add_help=False, help="benchmarks (arguments go to "
-                   "adaptopt.benchmark; 'adaptopt bench --help')")
+    default_sizes = ",".join(_label(n) for n in DEFAULT_SIZES)
+    bench = sub.add_parser(
+        "bench", help="time each optimizer against its NumPy reference",
+        description="One optimizer step, adaptopt against its own NumPy reference "
+        "(adaptopt.reference), at a few sizes; the fastest of --repeat steps counts. "
+        "The same as adaptopt.bench(). The peer suite (torch.optim, DeepSpeed, the memory "
+        "roofline, plots) is bench/suite.py in the source repository.")
+    bench.add_argument("--sizes", type=_sizes, default=list(DEFAULT_SIZES), metavar="SIZES",
+                       help=f"comma-separated elements per array, K = 1024, M = 1024^2 "
+                       f"(default {default_sizes})")
+    bench.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+                       help="default float32")
+    bench.add_argument("--optimizers", type=_names(tuple(OPTIMIZERS), "optimizer"),
+                       default=None, metavar="NAMES",
+                       help=f"comma-separated subset of {','.join(OPTIMIZERS)} (default all; "
+                       "sgd with momentum 0.9)")
+    bench.add_argument("--repeat", type=_int_in(1), default=20,
+                       help="timed steps per optimizer and size; the fastest counts (default 20)")
+    bench.add_argument("--threads", type=_threads, default=None,
+                       help="threads for adaptopt (default: adaptopt's; -1: all CPUs)")
+    bench.add_argument("--json", metavar="PATH", help="also write the records as JSON")
     return p
 
 
@@ -322,18 +312,28 @@ def _one_line(text):
     return " ".join(str(text).split())
 
 
-def main(argv=None):
-    """Run the command line; the exit code."""
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line (``python -m adaptopt``, ``adaptopt``) and return its exit code.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        The arguments after the program name (default ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        0 on success, 2 for a usage mistake (one line on stderr), 1 for a
+        failure at run time, 130 when interrupted.
+    """
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        if argv and argv[0] == "bench":
-            return cmd_bench(argv[1:])
         parser = _parser()
         args = parser.parse_args(argv)
         if args.command is None:
             parser.print_help()
             return 0
-        return {"info": cmd_info, "demo": cmd_demo}[args.command](args)
+        return {"info": cmd_info, "demo": cmd_demo, "bench": cmd_bench}[args.command](args)
     except CLIError as e:
         print(_one_line(f"{e.prog}: error: {e}"), file=sys.stderr)
         return e.code

@@ -1,9 +1,12 @@
 """Run-time configuration: threads, the SIMD path, and show_config()."""
 
+from __future__ import annotations
+
 import os
 import platform
 import sys
 import warnings
+from typing import Any, Literal
 
 import numpy as np
 
@@ -122,11 +125,45 @@ def resolve_threads(n_threads=None, name="n_threads"):
     return n_threads if _kernels.openmp() else 1
 
 
-def set_num_threads(n):
-    """Set the default thread count of every optimizer (None: back to the default).
+def set_num_threads(n: int | None) -> None:
+    """Set the thread count of every optimizer created without ``n_threads=``.
 
-    A count above the usable CPUs (MAX_THREADS) is clamped to it, with a
-    RuntimeWarning."""
+    Parameters
+    ----------
+    n : int or None
+        A positive count; a negative one counts back from the number of
+        usable CPUs (-1: all of them); None goes back to the default,
+        ``OMP_NUM_THREADS`` or else the number of CPUs OpenMP sees.  A count
+        above the usable CPUs (``MAX_THREADS``) is clamped to it, with a
+        RuntimeWarning.  A build without OpenMP always runs on one thread.
+
+    Raises
+    ------
+    ValueError
+        If ``n`` is 0.
+    TypeError
+        If ``n`` is not an int or None.
+
+    See Also
+    --------
+    get_num_threads : the count in effect.
+    show_config : reports it, with whether the build has OpenMP.
+
+    Notes
+    -----
+    Results are bitwise identical for any thread count.  Small arrays are
+    stepped on one thread whatever the setting: an algorithm and dtype only
+    go parallel from a size where a second thread pays
+    (``show_config()["parallel_threshold"]``).
+
+    Examples
+    --------
+    >>> import adaptopt
+    >>> adaptopt.set_num_threads(1)
+    >>> adaptopt.get_num_threads()
+    1
+    >>> adaptopt.set_num_threads(None)          # back to the default
+    """
     global _num_threads
     if n is not None:
         resolved = resolve_threads(n, "n")
@@ -135,31 +172,115 @@ def set_num_threads(n):
     _num_threads = n
 
 
-def get_num_threads():
-    """The thread count an optimizer without n_threads= uses."""
+def get_num_threads() -> int:
+    """The thread count an optimizer created without ``n_threads=`` uses.
+
+    Returns
+    -------
+    int
+        :func:`set_num_threads`'s value if set, else ``OMP_NUM_THREADS``,
+        else the number of CPUs OpenMP sees; always 1 without OpenMP.
+
+    See Also
+    --------
+    set_num_threads
+
+    Examples
+    --------
+    >>> import adaptopt
+    >>> adaptopt.get_num_threads() >= 1
+    True
+    """
     return resolve_threads(None)
 
 
-def available_isas():
-    """The SIMD paths this build has and this CPU runs, slowest first."""
+def available_isas() -> list[str]:
+    """The SIMD paths this build has and this CPU runs, slowest first.
+
+    Returns
+    -------
+    list of str
+        A subset of ``["scalar", "avx2", "avx512"]``; ``"scalar"`` is always
+        there, and the last one is the default.
+
+    See Also
+    --------
+    get_isa, set_isa
+
+    Examples
+    --------
+    >>> import adaptopt
+    >>> adaptopt.available_isas()[0]
+    'scalar'
+    """
     return [name for i, name in enumerate(_kernels.ISAS) if _kernels.isa_supported(i)]
 
 
-def get_isa():
-    """The SIMD path in use: 'scalar', 'avx2' or 'avx512'."""
+def get_isa() -> str:
+    """The SIMD path the kernels use now.
+
+    Returns
+    -------
+    str
+        ``"scalar"``, ``"avx2"`` or ``"avx512"``: the best one this CPU runs,
+        unless :func:`set_isa` or ``ADAPTOPT_ISA`` chose another.
+
+    See Also
+    --------
+    set_isa, available_isas
+
+    Examples
+    --------
+    >>> import adaptopt
+    >>> adaptopt.get_isa() in adaptopt.available_isas()
+    True
+    """
     return _kernels.ISAS[_kernels.get_isa()]
 
 
-def set_isa(name):
-    """Force a SIMD path ('scalar', 'avx2', 'avx512'; None: the best available)."""
+def set_isa(name: Literal["scalar", "avx2", "avx512"] | None) -> None:
+    """Force the SIMD path of every kernel (process-wide).
+
+    Every path gives bit for bit the same results (the reference's); this
+    is for testing and measuring them.  The environment variable
+    ``ADAPTOPT_ISA`` does the same at import.
+
+    Parameters
+    ----------
+    name : {"scalar", "avx2", "avx512"} or None
+        The path; None: the best one this CPU runs.
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is not one of these, or is not compiled into this build
+        (e.g. ``"avx2"`` on aarch64).
+    RuntimeError
+        If the path is compiled in but this CPU cannot run it.
+
+    See Also
+    --------
+    get_isa, available_isas
+
+    Examples
+    --------
+    >>> import adaptopt
+    >>> adaptopt.set_isa("scalar")
+    >>> adaptopt.get_isa()
+    'scalar'
+    >>> adaptopt.set_isa(None)                  # the best this CPU runs
+    >>> adaptopt.get_isa() == adaptopt.available_isas()[-1]
+    True
+    """
     if name is None:
         name = available_isas()[-1]
     if name not in _kernels.ISAS:
         raise ValueError(f"isa must be one of {list(_kernels.ISAS)} or None, got {name!r}")
     rc = _kernels.set_isa(_kernels.ISAS.index(name))
     if rc == _kernels.ENOISA:
+        compiled = [n for i, n in enumerate(_kernels.ISAS) if _kernels.isa_compiled(i)]
         raise ValueError(f"isa {name!r} is not compiled into this build of adaptopt "
-                         f"(compiled: {[n for i, n in enumerate(_kernels.ISAS) if _kernels.isa_compiled(i)]})")
+                         f"(compiled: {compiled})")
     if rc == _kernels.ECPU:
         raise RuntimeError(f"isa {name!r} is compiled in but this CPU cannot run it "
                            f"(available: {available_isas()})")
@@ -255,8 +376,48 @@ def format_thresholds(table):
     return ", ".join(f"{a} {'/'.join(map(str, d.values()))}" for a, d in table.items())
 
 
-def show_config(mode="stdout"):
-    """Print (mode='stdout') or return (mode='dicts') how adaptopt was built and runs."""
+def show_config(mode: Literal["stdout", "dicts"] = "stdout") -> dict[str, Any] | None:
+    """Print, or return, how adaptopt was built and how it runs here.
+
+    NumPy's name and modes (``numpy.show_config``).  ``python -m adaptopt
+    info`` prints the same; ``--json`` gives the dict.
+
+    Parameters
+    ----------
+    mode : {"stdout", "dicts"}, default "stdout"
+        ``"stdout"`` prints one line per entry and returns None;
+        ``"dicts"`` returns the entries as a dict.
+
+    Returns
+    -------
+    dict or None
+        With ``mode="dicts"``: ``version``, ``python``, ``numpy``,
+        ``platform``, ``compiler``, ``flags`` (the kernels' compile flags),
+        ``openmp`` (bool: built with OpenMP), ``num_threads``
+        (:func:`get_num_threads`), ``parallel_threshold`` (``{algorithm:
+        {dtype: elements}}``, the sizes from which a step goes parallel),
+        ``openmp_runtime`` (the OpenMP libraries loaded in this process),
+        ``isa`` (:func:`get_isa`), ``isa_available``
+        (:func:`available_isas`) and ``isa_compiled``.
+
+    Raises
+    ------
+    ValueError
+        If ``mode`` is neither.
+
+    See Also
+    --------
+    get_num_threads, get_isa, available_isas
+
+    Examples
+    --------
+    >>> import adaptopt
+    >>> info = adaptopt.show_config(mode="dicts")
+    >>> info["version"] == adaptopt.__version__, isinstance(info["openmp"], bool)
+    (True, True)
+    >>> info["isa"] == adaptopt.get_isa()
+    True
+    """
     from . import __version__
     info = {
         "version": __version__,

@@ -40,7 +40,8 @@ FREESTANDING = ["-fno-pie", "-fno-pic", "-mno-red-zone", "-fno-stack-protector",
 
 def missing():
     """What this machine lacks to run the check (empty: nothing)."""
-    return [t for t in TOOLS if shutil.which(t) is None] + [f for f in FILES if not Path(f).exists()]
+    return ([t for t in TOOLS if shutil.which(t) is None]
+            + [f for f in FILES if not Path(f).exists()])
 
 
 def cmake_flags():
@@ -61,8 +62,8 @@ def build(work, fma):
     run(*cc, *avx512, str(ROOT / "csrc/kernels_avx512.c"), "-o", "avx512.o")
     run(*cc, "-ffreestanding", str(HERE / "kmain.c"), "-o", "kmain.o")
     run("gcc", "-c", str(HERE / "boot.S"), "-o", "boot.o")
-    run("ld", "-static", "-nostdlib", "-no-pie", "--no-warn-rwx-segments", "-T", str(HERE / "link.ld"),
-        "-o", "test.elf", "boot.o", "kmain.o", "scalar.o", "avx512.o")
+    run("ld", "-static", "-nostdlib", "-no-pie", "--no-warn-rwx-segments",
+        "-T", str(HERE / "link.ld"), "-o", "test.elf", "boot.o", "kmain.o", "scalar.o", "avx512.o")
     iso = work / "iso"
     (iso / "isolinux").mkdir(parents=True)
     run("objcopy", "-O", "binary", "-R", ".bss", "test.elf", str(iso / "test.bin"))

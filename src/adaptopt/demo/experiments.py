@@ -1,8 +1,8 @@
-"""The experiments of the seeds, run on adaptopt's optimizers.
+"""The tutorials' experiments, run on adaptopt's optimizers.
 
 Each function takes ``quick`` (fewer epochs/steps, for tests and a fast
 look) and ``seed`` (of the ``RandomState`` that makes the data and the
-shuffles; 42 is seed 001's) and returns plain data: dicts, lists, floats,
+shuffles; 42 is the regression tutorial's) and returns plain data: dicts, lists, floats,
 strings.  Tables and plots are made from that data elsewhere
 (``adaptopt.demo.report``, ``adaptopt.demo.plots``).
 
@@ -16,17 +16,17 @@ import numpy as np
 
 import adaptopt
 
-from . import seed as seed_rules
+from . import tutorials
 from .problems import full_mse, regression_data, run_quadratic, train_regression
 
-__all__ = ["linear_regression", "seed_comparison", "quadratic_1d", "adagrad_collapse",
+__all__ = ["linear_regression", "tutorial_rules", "quadratic_1d", "adagrad_collapse",
            "eps_sensitivity", "bias_correction", "weight_decay", "ill_conditioned",
            "REGRESSION_OPTIMIZERS"]
 
 EPOCHS, QUICK_EPOCHS = 50, 10
 BATCH = 32
 
-#: Experiment 1's optimizers: seed 001's three learning rates, adaptopt's
+#: Experiment 1's optimizers: the tutorial's three learning rates, adaptopt's
 #: defaults otherwise, and two more for comparison.
 REGRESSION_OPTIMIZERS = [
     ("Adagrad", "Adagrad", {"lr": 0.1}),
@@ -59,11 +59,11 @@ def _lstsq(X, y):
 
 # --- 1 ---------------------------------------------------------------------
 def linear_regression(quick=False, seed=42):
-    """Seed 001's mini-batch linear regression on adaptopt's optimizers.
+    """The regression tutorial's mini-batch linear regression on adaptopt's optimizers.
 
-    The random stream is the seed script's: data first, then each optimizer
+    The random stream is the tutorial script's: data first, then each optimizer
     in turn draws its start and its epochs' shuffles, so Adagrad, RMSprop
-    and Adam see exactly the draws the seed's three functions see.
+    and Adam see exactly the draws the tutorial's three functions see.
     """
     rng = np.random.RandomState(seed)
     X, y, true_theta = regression_data(rng)
@@ -84,61 +84,61 @@ def linear_regression(quick=False, seed=42):
 
 
 # --- 2 ---------------------------------------------------------------------
-#: (name, the seed's function and kwargs, adaptopt's class and kwargs, what
+#: (name, the tutorial's function and kwargs, adaptopt's class and kwargs, what
 #: was matched and what differs)
-SEED_PAIRS = [
+TUTORIAL_PAIRS = [
     ("Adagrad", "adagrad_optimizer", {"lr": 0.1},
      "Adagrad", {"lr": 0.1, "eps": 1e-8}, False,
-     "eps 1e-8 (the seed's; adaptopt's default is 1e-10); both lr/(sqrt(G)+eps); "
-     "the seed rounds lr/(sqrt(G)+eps)*g, adaptopt (-lr*g)/(sqrt(G)+eps)"),
+     "eps 1e-8 (the tutorial's; adaptopt's default is 1e-10); both lr/(sqrt(G)+eps); "
+     "the tutorial rounds lr/(sqrt(G)+eps)*g, adaptopt (-lr*g)/(sqrt(G)+eps)"),
     ("RMSprop", "rmsprop_optimizer", {"lr": 0.01},
      "RMSprop", {"lr": 0.01, "alpha": 0.9, "eps": 1e-8}, False,
-     "the seed's beta=0.9 is alpha=0.9 (adaptopt's default is 0.99); "
+     "the tutorial's beta=0.9 is alpha=0.9 (adaptopt's default is 0.99); "
      "both lr/(sqrt(E[g^2])+eps)"),
     ("Adam", "adam_optimizer", {"lr": 0.01},
      "Adam", {"lr": 0.01}, True,
-     "the seed restarts t at every epoch: matched by resetting adaptopt's step "
+     "the tutorial restarts t at every epoch: matched by resetting adaptopt's step "
      "count each epoch (load_state_dict); m_hat/(sqrt(v_hat)+eps) vs "
      "(lr/(1-b1^t))*m/(sqrt(v)/sqrt(1-b2^t)+eps): algebraically equal"),
     ("Adam, t not reset", None, None,
      "Adam", {"lr": 0.01}, False,
      "adaptopt's Adam as it is (step count never restarts), against the "
-     "seed's Adam: the seed's per-epoch reset of t is a real difference"),
+     "tutorial's Adam: its per-epoch reset of t is a real difference"),
 ]
 
 
-def seed_comparison(quick=False, seed=42):
-    """Seed 001's hand-written update rules next to adaptopt, configured to match.
+def tutorial_rules(quick=False, seed=42):
+    """The regression tutorial's hand-written update rules next to adaptopt, configured to match.
 
     Each pair runs on the same data, the same start and the same shuffles
-    (the draws the seed script gives that function).  The final losses agree
-    to rounding; the last row shows what the seed's per-epoch restart of
+    (the draws the tutorial's script gives that function).  The final losses agree
+    to rounding; the last row shows what the tutorial's per-epoch restart of
     Adam's ``t`` changes.
     """
     rng = np.random.RandomState(seed)
     X, y, _ = regression_data(rng)
     epochs = _epochs(quick)
-    rows, seed_runs = [], {}
-    for name, fn, fn_kwargs, cls_name, kwargs, reset, note in SEED_PAIRS:
+    rows, tutorial_runs = [], {}
+    for name, fn, fn_kwargs, cls_name, kwargs, reset, note in TUTORIAL_PAIRS:
         if fn is not None:
-            start = _fork(rng)   # the seed's function consumes rng's draws ...
-            s_theta, s_losses = getattr(seed_rules, fn)(X, y, n_epochs=epochs,
+            start = _fork(rng)   # the tutorial's function consumes rng's draws ...
+            s_theta, s_losses = getattr(tutorials, fn)(X, y, n_epochs=epochs,
                                                          batch_size=BATCH, rng=rng, **fn_kwargs)
-            seed_runs[cls_name] = (s_theta, s_losses, start)
+            tutorial_runs[cls_name] = (s_theta, s_losses, start)
         else:
-            s_theta, s_losses, start = seed_runs[cls_name]
+            s_theta, s_losses, start = tutorial_runs[cls_name]
         # ... and adaptopt's twin replays the very same draws
         theta, losses = train_regression(_factory(cls_name, kwargs), X, y, _fork(start),
                                          epochs, BATCH, reset_each_epoch=reset)
         s_loss, a_loss = float(s_losses[-1]), float(losses[-1])
-        rows.append({"name": name, "seed_function": fn or SEED_PAIRS[2][1],
+        rows.append({"name": name, "tutorial_function": fn or TUTORIAL_PAIRS[2][1],
                      "optimizer": cls_name, "kwargs": dict(kwargs),
                      "reset_step_each_epoch": reset, "note": note,
-                     "seed_loss": s_loss, "adaptopt_loss": a_loss,
+                     "tutorial_loss": s_loss, "adaptopt_loss": a_loss,
                      "abs_diff": abs(a_loss - s_loss),
                      "rel_diff": abs(a_loss - s_loss) / abs(s_loss),
                      "max_theta_diff": float(np.max(np.abs(theta - s_theta))),
-                     "seed_losses": [float(v) for v in s_losses], "adaptopt_losses": losses})
+                     "tutorial_losses": [float(v) for v in s_losses], "adaptopt_losses": losses})
     return {"seed": seed, "epochs": epochs, "batch_size": BATCH, "rows": rows}
 
 
@@ -152,29 +152,29 @@ QUADRATIC_MARKS = (10, 25, 50)
 
 
 def quadratic_1d(quick=False, seed=42):
-    """Seed 003: ``f(x) = 0.5 x^2`` from x0 = 5 with lr = 1 for 50 steps.
+    """The quadratic tutorial: ``f(x) = 0.5 x^2`` from x0 = 5 with lr = 1 for 50 steps.
 
-    Adagrad and RMSprop (gamma = alpha = 0.9, eps = 1e-8 as in the seed),
-    plus Adam (lr = 1); next to each, the seed's own update loop where it
+    Adagrad and RMSprop (gamma = alpha = 0.9, eps = 1e-8 as in the tutorial),
+    plus Adam (lr = 1); next to each, the tutorial's own update loop where it
     has one.  Deterministic: ``quick`` and ``seed`` change nothing (50 steps
     are instant).
     """
     steps, x0 = 50, 5.0
-    seed_loops = {"Adagrad": seed_rules.adagrad_update, "RMSprop": seed_rules.rmsprop_update}
+    tutorial_loops = {"Adagrad": tutorials.adagrad_update, "RMSprop": tutorials.rmsprop_update}
     runs = []
     for name, cls_name, kwargs in QUADRATIC_OPTIMIZERS:
         path, _ = run_quadratic(_factory(cls_name, kwargs), [x0], [1.0], steps)
         traj = path[:, 0].tolist()
         run = {"name": name, "optimizer": cls_name, "kwargs": dict(kwargs), "trajectory": traj,
-               "at": {str(k): traj[k] for k in QUADRATIC_MARKS}, "seed_trajectory": None,
-               "seed_max_diff": None}
-        if name in seed_loops:
+               "at": {str(k): traj[k] for k in QUADRATIC_MARKS}, "tutorial_trajectory": None,
+               "tutorial_max_diff": None}
+        if name in tutorial_loops:
             x, acc, st = x0, 0, [x0]
             for _ in range(steps):
-                x, acc = seed_loops[name](x, 1.0, acc)
+                x, acc = tutorial_loops[name](x, 1.0, acc)
                 st.append(float(x))
-            run["seed_trajectory"] = st
-            run["seed_max_diff"] = float(np.max(np.abs(np.array(st) - path[:, 0])))
+            run["tutorial_trajectory"] = st
+            run["tutorial_max_diff"] = float(np.max(np.abs(np.array(st) - path[:, 0])))
         runs.append(run)
     return {"x0": x0, "lr": 1.0, "steps": steps, "marks": list(QUADRATIC_MARKS), "runs": runs}
 
@@ -265,7 +265,7 @@ def _no_bias_correction_lr(lr, b1, b2):
 def bias_correction(quick=False, seed=42):
     """Adam with and without bias correction over its first steps.
 
-    Experiment 1's problem at two learning rates (0.01, seed 001's, and
+    Experiment 1's problem at two learning rates (0.01, the regression tutorial's, and
     0.1), the same start and shuffles for all four runs; after each step the
     update's size ``|delta theta| / lr`` (RMS over parameters) and the
     full-data MSE.

@@ -7,12 +7,22 @@ takes an experiment's result and a path and writes the PNG there.
 
 import numpy as np
 
+from .tutorials import REGRESSION_TUTORIAL
+
 __all__ = ["have_matplotlib", "PLOTS", "MISSING_HINT"]
 
 MISSING_HINT = 'pip install "adaptopt[plot]"'
 
 
-def have_matplotlib():
+def have_matplotlib() -> bool:
+    """Whether matplotlib can be imported, so that the plots can be made.
+
+    Returns
+    -------
+    bool
+        False when it is not installed: ``pip install "adaptopt[plot]"``
+        (``MISSING_HINT``) brings it.
+    """
     try:
         import matplotlib  # noqa: F401
     except ImportError:
@@ -40,28 +50,28 @@ def plot_linear_regression(r, path):
     for run in r["runs"]:
         ax.plot(epochs, run["losses"], label=run["name"])
     ax.axhline(r["lstsq_mse"], color="k", ls=":", lw=1, label="least squares MSE")
-    ax.set(yscale="log", xlabel="epoch", ylabel="epoch loss (seed 001's definition)")
+    ax.set(yscale="log", xlabel="epoch", ylabel="epoch loss (the tutorial's definition)")
     ax.legend()
     _save(fig, path, f"Linear regression, mini-batch {r['batch_size']}: loss per epoch")
 
 
-def plot_seed_comparison(r, path):
+def plot_tutorial_rules(r, path):
     fig, ((ax, dx),) = _figure(2)
     epochs = np.arange(1, r["epochs"] + 1)
     for i, row in enumerate(r["rows"]):
         color = f"C{i}"
         if row["reset_step_each_epoch"] or row["name"] in ("Adagrad", "RMSprop"):
-            ax.plot(epochs, row["seed_losses"], color=color, lw=3, alpha=0.35,
-                    label=f"{row['name']}: seed's NumPy")
+            ax.plot(epochs, row["tutorial_losses"], color=color, lw=3, alpha=0.35,
+                    label=f"{row['name']}: tutorial's NumPy")
         ax.plot(epochs, row["adaptopt_losses"], color=color, ls="--",
                 label=f"{row['name']}: adaptopt")
-        diff = np.abs(np.array(row["adaptopt_losses"]) - np.array(row["seed_losses"]))
+        diff = np.abs(np.array(row["adaptopt_losses"]) - np.array(row["tutorial_losses"]))
         dx.plot(epochs, np.maximum(diff, 1e-20), color=color, marker=".", label=row["name"])
     ax.set(yscale="log", xlabel="epoch", ylabel="epoch loss")
     ax.legend(fontsize="small")
-    dx.set(yscale="log", xlabel="epoch", ylabel="|adaptopt - seed| (0 drawn at 1e-20)")
+    dx.set(yscale="log", xlabel="epoch", ylabel="|adaptopt - tutorial| (0 drawn at 1e-20)")
     dx.legend(fontsize="small")
-    _save(fig, path, "Seed 001's hand-written rules vs adaptopt configured to match")
+    _save(fig, path, f"\"{REGRESSION_TUTORIAL}\": its NumPy rules vs adaptopt configured to match")
 
 
 def plot_quadratic_1d(r, path):
@@ -69,9 +79,9 @@ def plot_quadratic_1d(r, path):
     steps = np.arange(r["steps"] + 1)
     for i, run in enumerate(r["runs"]):
         ax.plot(steps, run["trajectory"], color=f"C{i}", label=f"{run['name']} (adaptopt)")
-        if run["seed_trajectory"] is not None:
-            ax.plot(steps[::3], run["seed_trajectory"][::3], "o", color=f"C{i}", mfc="none",
-                    label=f"{run['name']} (seed 003's loop)")
+        if run["tutorial_trajectory"] is not None:
+            ax.plot(steps[::3], run["tutorial_trajectory"][::3], "o", color=f"C{i}", mfc="none",
+                    label=f"{run['name']} (the tutorial's loop)")
     ax.axhline(0, color="k", lw=0.5)
     ax.set(xlabel="step", ylabel="x")
     ax.legend()
@@ -163,7 +173,7 @@ def plot_ill_conditioned(r, path):
 
 PLOTS = {
     "linear-regression": plot_linear_regression,
-    "seed-comparison": plot_seed_comparison,
+    "tutorial-rules": plot_tutorial_rules,
     "quadratic-1d": plot_quadratic_1d,
     "adagrad-collapse": plot_adagrad_collapse,
     "eps-sensitivity": plot_eps_sensitivity,

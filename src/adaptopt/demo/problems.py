@@ -2,7 +2,7 @@
 
 Everything is float64 and drawn from one ``numpy.random.RandomState`` per
 experiment (the legacy generator, so ``RandomState(42)`` gives exactly the
-numbers of seed 001's ``np.random.seed(42)``), never the global state.
+numbers of the regression tutorial's ``np.random.seed(42)``), never the global state.
 """
 
 import numpy as np
@@ -12,9 +12,9 @@ __all__ = ["regression_data", "train_regression", "full_mse", "run_quadratic",
 
 
 def regression_data(rng, n_samples=1000, n_features=10):
-    """Seed 001's data: ``X``, ``y = X @ true_theta + noise``, ``true_theta``.
+    """The regression tutorial's data: ``X``, ``y = X @ true_theta + noise``, ``true_theta``.
 
-    Draws, in the seed's order: ``X = randn(n, d)``, ``true_theta = randn(d)*2``,
+    Draws, in the tutorial's order: ``X = randn(n, d)``, ``true_theta = randn(d)*2``,
     ``noise = randn(n)*0.5``.
     """
     X = rng.randn(n_samples, n_features)
@@ -33,7 +33,7 @@ def reset_step_count(opt):
     """Set every parameter's step count back to 0, keeping the moment buffers.
 
     Goes through ``state_dict``/``load_state_dict``, the public way to edit
-    an optimizer's state; used to reproduce seed 001's Adam, which restarts
+    an optimizer's state; used to reproduce the regression tutorial's Adam, which restarts
     ``t`` (and so the bias corrections) at every epoch.
     """
     sd = opt.state_dict()
@@ -44,16 +44,16 @@ def reset_step_count(opt):
 
 def train_regression(make_opt, X, y, rng, epochs, batch_size=32, grad_scale=1.0,
                      reset_each_epoch=False, on_step=None):
-    """Mini-batch training of ``theta`` for the MSE, the way seed 001 does it.
+    """Mini-batch training of ``theta`` for the MSE, the way the regression tutorial does it.
 
-    Consumes ``rng`` exactly as the seed's functions do: ``randn(d)*0.01`` for
+    Consumes ``rng`` exactly as the tutorial's functions do: ``randn(d)*0.01`` for
     the start, then one ``permutation(n)`` per epoch.  The gradient is the
-    seed's expression ``(2 / len(Xb)) * Xb.T @ (Xb @ theta - yb)`` times
+    tutorial's expression ``(2 / len(Xb)) * Xb.T @ (Xb @ theta - yb)`` times
     ``grad_scale`` (the loss scaled by that factor).  ``make_opt([theta])``
     builds the optimizer; ``on_step(step, theta, opt)`` runs after each update.
 
     Returns ``theta`` (the final parameters) and the per-epoch loss as the
-    seed computes it: batch losses measured before each update, summed,
+    tutorial computes it: batch losses measured before each update, summed,
     divided by ``n // batch_size``.
     """
     n_samples, n_features = X.shape

@@ -1,5 +1,7 @@
 """The experiments' results as plain-text tables."""
 
+from .tutorials import QUADRATIC_TUTORIAL, REGRESSION_TUTORIAL
+
 __all__ = ["Table", "render", "TABLES"]
 
 
@@ -60,30 +62,33 @@ def linear_regression(r):
                   f"{r['batch_size']}, {r['epochs']} epochs, seed {r['seed']}",
                   ["optimizer", "settings", "final epoch loss", "full-data MSE",
                    "|theta - true_theta|"], rows,
-                  ["epoch loss as seed 001 computes it: batch losses before each update, "
+                  [f"epoch loss as \"{REGRESSION_TUTORIAL}\" computes it: batch losses "
+                   "before each update, "
                    "summed, / (n // batch) = 31 (there are 32 batches)",
                    "full-data MSE: of the final theta over all samples; least squares is "
                    "the best any optimizer can reach"])]
 
 
-def seed_comparison(r):
-    rows = [[row["name"], _g(row["seed_loss"], 12), _g(row["adaptopt_loss"], 12),
+def tutorial_rules(r):
+    rows = [[row["name"], _g(row["tutorial_loss"], 12), _g(row["adaptopt_loss"], 12),
              _e(row["abs_diff"]), _e(row["rel_diff"]), _e(row["max_theta_diff"])]
             for row in r["rows"]]
     notes = [f"{row['name']}: {_settings(row['kwargs'])}; {row['note']}" for row in r["rows"]]
-    return [Table(f"Seed 001's hand-written NumPy rules vs adaptopt, {r['epochs']} epochs, "
+    return [Table(f"\"{REGRESSION_TUTORIAL}\": its NumPy rules vs adaptopt, {r['epochs']} epochs, "
                   f"seed {r['seed']}",
-                  ["rule", "seed's final loss", "adaptopt's final loss", "|difference|",
+                  ["rule", "tutorial's final loss", "adaptopt's final loss", "|difference|",
                    "relative", "max |theta diff|"], rows, notes)]
 
 
 def quadratic_1d(r):
     rows = [[run["name"], _settings(run["kwargs"])] + [_g(run["at"][str(k)], 6) for k in r["marks"]]
-            + [_e(run["seed_max_diff"]) if run["seed_max_diff"] is not None else "(no seed loop)"]
+            + [_e(run["tutorial_max_diff"]) if run["tutorial_max_diff"] is not None
+               else "(no loop there)"]
             for run in r["runs"]]
     return [Table(f"f(x) = 0.5 x^2 from x0 = {r['x0']:g}, lr = {r['lr']:g}, {r['steps']} steps",
                   ["optimizer", "settings"] + [f"x after {k}" for k in r["marks"]]
-                  + ["seed 003's loop: max |x diff|"], rows)]
+                  + ["tutorial's loop: max |x diff|"], rows,
+                  [f"tutorial's loop: the update rules of \"{QUADRATIC_TUTORIAL}\""])]
 
 
 def adagrad_collapse(r):
@@ -110,8 +115,8 @@ def eps_sensitivity(r):
 
 def bias_correction(r):
     runs = r["runs"]
-    size = Table(f"Pitfall: Adam's bias correction, first steps (|delta theta| / lr, "
-                 f"RMS over parameters)", ["step"] + [run["name"] for run in runs],
+    size = Table("Pitfall: Adam's bias correction, first steps (|delta theta| / lr, "
+                 "RMS over parameters)", ["step"] + [run["name"] for run in runs],
                  [[str(k)] + [_g(run["update_size"][k - 1], 3) for run in runs]
                   for k in r["marks"]])
     mse = Table(f"... and the full-data MSE (at the start: {_g(r['start_mse'], 4)})",
@@ -149,7 +154,7 @@ def ill_conditioned(r):
 
 TABLES = {
     "linear-regression": linear_regression,
-    "seed-comparison": seed_comparison,
+    "tutorial-rules": tutorial_rules,
     "quadratic-1d": quadratic_1d,
     "adagrad-collapse": adagrad_collapse,
     "eps-sensitivity": eps_sensitivity,

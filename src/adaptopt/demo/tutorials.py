@@ -1,15 +1,17 @@
-"""The seeds' own hand-written NumPy update rules, kept as they wrote them.
+"""The tutorials' own hand-written NumPy update rules, kept as they wrote them.
 
-``seeds/001`` (linear regression, mini-batch) and ``seeds/003`` (the 1-D
+The demo's experiments come from two tutorials: ``REGRESSION_TUTORIAL``
+(mini-batch linear regression with AdaGrad, RMSprop and Adam, and a list of
+common pitfalls) and ``QUADRATIC_TUTORIAL`` (Adagrad and RMSProp on the 1-D
 quadratic).  Two changes only, neither of which alters a single rounding:
 
 * random draws come from ``rng`` (a ``numpy.random.RandomState``, or the
-  ``numpy.random`` module itself as in the seed) instead of the global state,
+  ``numpy.random`` module itself as in the tutorial) instead of the global state,
   so the demo can replay the same draws for adaptopt's twin run;
 * ``n_epochs``/``steps`` and the initial values are parameters.
 
 Their conventions, which adaptopt's optimizers are configured to match in
-the demo (see ``experiments.seed_comparison``):
+the demo (see ``experiments.tutorial_rules``):
 
 * eps outside the square root: ``lr / (sqrt(G) + eps)`` -- as torch;
 * RMSprop's decay is called ``beta`` (0.9): torch's ``alpha``, whose default
@@ -27,12 +29,17 @@ the demo (see ``experiments.seed_comparison``):
 
 import numpy as np
 
-__all__ = ["adagrad_optimizer", "rmsprop_optimizer", "adam_optimizer",
+__all__ = ["REGRESSION_TUTORIAL", "QUADRATIC_TUTORIAL", "adagrad_optimizer", "rmsprop_optimizer",
+           "adam_optimizer",
            "adagrad_update", "rmsprop_update", "quadratic_grad"]
+
+#: The tutorials the experiments come from, by title.
+REGRESSION_TUTORIAL = "AdaGrad, RMSprop, and Adam"
+QUADRATIC_TUTORIAL = "RMSProp and Adagrad"
 
 
 def adagrad_optimizer(X, y, lr=0.01, epsilon=1e-8, n_epochs=100, batch_size=32, rng=np.random):
-    """AdaGrad optimizer (seed 001)."""
+    """AdaGrad optimizer (the tutorial "AdaGrad, RMSprop, and Adam")."""
     n_samples, n_features = X.shape
     theta = rng.randn(n_features) * 0.01
     accumulated_squared = np.zeros(n_features)
@@ -57,7 +64,7 @@ def adagrad_optimizer(X, y, lr=0.01, epsilon=1e-8, n_epochs=100, batch_size=32, 
 
 def rmsprop_optimizer(X, y, lr=0.001, beta=0.9, epsilon=1e-8,
                       n_epochs=100, batch_size=32, rng=np.random):
-    """RMSprop optimizer (seed 001)."""
+    """RMSprop optimizer (the tutorial "AdaGrad, RMSprop, and Adam")."""
     n_samples, n_features = X.shape
     theta = rng.randn(n_features) * 0.01
     moving_avg_squared = np.zeros(n_features)
@@ -82,7 +89,7 @@ def rmsprop_optimizer(X, y, lr=0.001, beta=0.9, epsilon=1e-8,
 
 def adam_optimizer(X, y, lr=0.001, beta1=0.9, beta2=0.999, epsilon=1e-8,
                    n_epochs=100, batch_size=32, rng=np.random):
-    """Adam optimizer with bias correction (seed 001; note ``t = 0`` per epoch)."""
+    """Adam optimizer with bias correction (the same tutorial; note ``t = 0`` per epoch)."""
     n_samples, n_features = X.shape
     theta = rng.randn(n_features) * 0.01
     m = np.zeros(n_features)  # First moment
@@ -112,7 +119,7 @@ def adam_optimizer(X, y, lr=0.001, beta1=0.9, beta2=0.999, epsilon=1e-8,
     return theta, loss_history
 
 
-# --- seed 003: f(x) = 0.5 * x^2
+# --- the tutorial "RMSProp and Adagrad": f(x) = 0.5 * x^2
 def quadratic_grad(x):
     return x
 

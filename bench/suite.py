@@ -1,4 +1,16 @@
-"""``python -m adaptopt bench``: adaptopt against the machine and its peers, in one run.
+"""adaptopt against the machine and its peers, in one run: ``python bench/suite.py``.
+
+    python bench/suite.py                      # everything (~15-20 min on 2 cores)
+    python bench/suite.py --quick              # about a minute
+    python bench/suite.py --algos adam --sizes 1M,16M --json out.json --plot out.png
+
+Development tooling: it lives beside the package, not in it (``pip install
+".[bench]"`` brings matplotlib and tqdm; torch and DeepSpeed are measured
+when installed).  The installed package has a small public benchmark,
+``adaptopt.bench()`` / ``python -m adaptopt bench``.  The ``kernel`` and
+``roofline`` implementations below call adaptopt's private kernel module and
+read its optimizers' private plan: they measure adaptopt from inside, which
+only a tool kept with the source should do.
 
 What is measured (each a median over repeated steps after warm-up):
 
@@ -62,9 +74,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import _kernels, reference
-from . import optim as _optim
-from ._config import show_config
+from adaptopt import _kernels, reference, show_config
+from adaptopt import optim as _optim
 
 __all__ = ["main", "run", "ALGOS", "IMPLS"]
 
@@ -180,7 +191,8 @@ class KernelImpl(Impl):
             batches = plan.batches
             run = _kernels.run
         except Exception as e:
-            raise Unsupported(f"adaptopt's plan is not readable ({type(e).__name__}: {e})") from None
+            raise Unsupported(
+                f"adaptopt's plan is not readable ({type(e).__name__}: {e})") from None
         threads = [n_threads]
 
         def step():
@@ -272,6 +284,7 @@ def _import_deepspeed():
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
         try:
             import logging
+
             from deepspeed.ops.adagrad import DeepSpeedCPUAdagrad
             from deepspeed.ops.adam import DeepSpeedCPUAdam
             from deepspeed.utils import logger
@@ -393,7 +406,8 @@ class CopyImpl(Impl):
 
 
 IMPLS = {i.name: i for i in [
-    AdaptoptImpl(), KernelImpl(), NumpyImpl(), TorchImpl("single"), TorchImpl("foreach"), TorchImpl("fused"),
+    AdaptoptImpl(), KernelImpl(), NumpyImpl(),
+    TorchImpl("single"), TorchImpl("foreach"), TorchImpl("fused"),
     DeepSpeedImpl(), RooflineImpl(), CopyImpl()]}
 PEERS = ["numpy", "torch-single", "torch-foreach", "torch-fused", "deepspeed"]
 
@@ -530,7 +544,8 @@ def parse_size(text):
     try:
         n = int(float(text) * mult)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"bad size {text!r}: use e.g. 4K, 1M, 65536 or 1000x1K") from None
+        raise argparse.ArgumentTypeError(
+            f"bad size {text!r}: use e.g. 4K, 1M, 65536 or 1000x1K") from None
     if n <= 0:
         raise argparse.ArgumentTypeError(f"size must be positive, got {n}")
     return 1, n
@@ -828,9 +843,9 @@ def summarize(records, out=print):
     """The machine table, 4K step / construct table, many-arrays, thread scaling."""
     mach = [r for r in records if r["kind"] == "machine"]
     if mach:
-        out("\nMachine: GB/s (minimal bytes) of np.copyto (1 thread, 2 arrays) and of the roofline "
-            "kernel per access pattern\n(rNwM: read N arrays, write M; separate: one allocation per "
-            "array; staggered: slices of one allocation, the best placement)")
+        out("\nMachine: GB/s (minimal bytes) of np.copyto (1 thread, 2 arrays) and of the "
+            "roofline kernel per access pattern\n(rNwM: read N arrays, write M; separate: one "
+            "allocation per array; staggered: slices of one allocation, the best placement)")
         threads = sorted({r["threads"] for r in mach if r["impl"] == "roofline"})
         cols = [(pl, t) for t in threads for pl in ("separate", "staggered")]
         out(f"{'dtype':<9}{'size':>6}{'copy t1':>14}{'pattern':>9}"
@@ -840,7 +855,8 @@ def summarize(records, out=print):
             cp = next((r for r in here if r["impl"] == "copy"), None)
             cpc = f"{_fmt(cp['gbps'], '7.1f')} ±{_fmt(cp['iqr_pct'], '3.0f')}%" if cp else "-"
             for k, pat in enumerate(sorted({r["pattern"] for r in here if r.get("pattern")})):
-                vals = {(r.get("placement"), r["threads"]): r for r in here if r.get("pattern") == pat}
+                vals = {(r.get("placement"), r["threads"]): r
+                        for r in here if r.get("pattern") == pat}
                 out(f"{dt if k == 0 else '':<9}{size_label(1, n) if k == 0 else '':>6}"
                     f"{cpc if k == 0 else '':>14}{pat:>9}" + "".join(
                         f"{_fmt(vals[c]['gbps'], '9.1f')} ±{_fmt(vals[c]['iqr_pct'], '3.0f')}%"
@@ -858,8 +874,10 @@ def summarize(records, out=print):
         for algo, dt in sorted({(r["algo"], r["dtype"]) for r in small + cons},
                                key=lambda k: (list(ALGOS).index(k[0]), k[1])):
             def cell(i):
-                s = next((r["step_us"] for r in small if (r["algo"], r["dtype"], r["impl"]) == (algo, dt, i)), None)
-                c = next((r["construct_us"] for r in cons if (r["algo"], r["dtype"], r["impl"]) == (algo, dt, i)), None)
+                s = next((r["step_us"] for r in small
+                          if (r["algo"], r["dtype"], r["impl"]) == (algo, dt, i)), None)
+                c = next((r["construct_us"] for r in cons
+                          if (r["algo"], r["dtype"], r["impl"]) == (algo, dt, i)), None)
                 return f"{_fmt(s, '8.2f')} / {_fmt(c, '<7.1f')}"
             out(f"{algo:<17}{dt:<8}" + "".join(f"{cell(i):>18}" for i in impls))
 
@@ -871,7 +889,8 @@ def summarize(records, out=print):
         out(f"{'algorithm':<17}{'dtype':<8}{'arrays':>10}{'thr':>4}"
             + "".join(f"{IMPLS[i].label:>14}" for i in impls + ["roofline"] if i in present))
         for algo, dt, lab, t in keys:
-            vals = {r["impl"]: r for r in many if (r["algo"], r["dtype"], r["size_label"]) == (algo, dt, lab)
+            vals = {r["impl"]: r for r in many
+                    if (r["algo"], r["dtype"], r["size_label"]) == (algo, dt, lab)
                     and (r["threads"] == t or IMPLS[r["impl"]].single_threaded)}
             out(f"{algo:<17}{dt:<8}{lab:>10}{t:>4}" + "".join(
                 f"{_fmt(_t(vals[i]) * 1e3, '14.3f')}" if i in vals else f"{'-':>14}"
@@ -1023,13 +1042,13 @@ def plot(records, path):
                 ax.set_ylabel("GB/s (minimal bytes)")
             if i == len(algos) - 1:
                 ax.set_xlabel("elements")
-    handles, labels = {}, {}
+    handles = {}
     for ax in fig.axes:
         for h, lab in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(lab, h)
     fig.legend(list(handles.values()), list(handles), loc="outside lower center",
                ncols=min(4, len(handles)), fontsize=8)
-    fig.suptitle("adaptopt bench: one optimizer step, GB/s vs size (roofline dashed)",
+    fig.suptitle("bench/suite.py: one optimizer step, GB/s vs size (roofline dashed)",
                  fontsize=10)
     fig.savefig(path, dpi=90)
     return True
@@ -1048,14 +1067,15 @@ def _csv(kind, choices):
             return list(choices)
         bad = [s for s in items if s not in choices]
         if bad:
-            raise argparse.ArgumentTypeError(f"unknown {kind} {bad}; choose from {list(choices)} or 'all'")
+            raise argparse.ArgumentTypeError(
+                f"unknown {kind} {bad}; choose from {list(choices)} or 'all'")
         return items
     return parse
 
 
 def build_parser():
     p = argparse.ArgumentParser(
-        prog="python -m adaptopt bench",
+        prog="python bench/suite.py",
         description="Benchmark adaptopt against the machine's roofline, its NumPy reference, "
                     "torch.optim and DeepSpeed, in one run.",
         epilog="Sizes: 4K = 4096 elements, 1M = 1048576; 1000x1K = 1,000 arrays of 1,024. "
@@ -1070,7 +1090,8 @@ def build_parser():
     p.add_argument("--impls", type=_csv("implementation", IMPLS),
                    help=f"comma list of {list(IMPLS)} (default all)")
     p.add_argument("--isa", choices=["scalar", "avx2", "avx512"], help="force adaptopt's SIMD path")
-    p.add_argument("--budget", type=float, help="seconds of timed steps per implementation and case")
+    p.add_argument("--budget", type=float,
+                   help="seconds of timed steps per implementation and case")
     p.add_argument("--rounds", type=int, help="max interleaved rounds per case")
     p.add_argument("--min-rounds", type=int, help="min rounds per case, however slow a step")
     p.add_argument("--stat", choices=["median", "min"], default="median",
@@ -1091,7 +1112,7 @@ def _resolve(args):
     try:
         args.sizes = [parse_size(s) for s in sizes.split(",") if s.strip()]
     except argparse.ArgumentTypeError as e:
-        raise SystemExit(f"--sizes: {e}")
+        raise SystemExit(f"--sizes: {e}") from None
     dts = args.dtypes or preset["dtypes"].split(",")
     args.dtypes = [np.dtype(DTYPES[d]).type for d in dts]
     ncpu = show_config(mode="dicts")["num_threads"] if _kernels.openmp() else 1
@@ -1099,7 +1120,7 @@ def _resolve(args):
         try:
             args.threads = sorted({int(t) for t in args.threads.split(",") if t.strip()})
         except ValueError:
-            raise SystemExit(f"--threads: expected integers, got {args.threads!r}")
+            raise SystemExit(f"--threads: expected integers, got {args.threads!r}") from None
         if not args.threads or min(args.threads) < 1:
             raise SystemExit("--threads: thread counts must be >= 1")
     else:
@@ -1133,7 +1154,7 @@ def run(args, plan, out=print):
         if s != "ok":
             out(f"skipping {n}: {s}")
     if args.isa:
-        from ._config import set_isa
+        from adaptopt import set_isa
         set_isa(args.isa)
     runtimes = _openmp_runtimes()
     if len(runtimes) > 1:
@@ -1180,7 +1201,7 @@ def run(args, plan, out=print):
 
 
 def main(argv=None):
-    """Entry point of ``python -m adaptopt bench``; returns the exit status."""
+    """Entry point of ``python bench/suite.py``; returns the exit status."""
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
