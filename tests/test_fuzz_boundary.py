@@ -38,6 +38,7 @@ CLASSES = ["Adam", "AdamW", "Adagrad", "RMSprop", "SGD"]
 DTYPES = [np.float32, np.float64]
 ERRORS = (TypeError, ValueError, KeyError)
 HYPER_VALUES = {  # valid values first, then invalid ones
+    "decoupled_weight_decay": ([False, True], [1, "yes", None]),
     "lr": ([1e-3, 0.1, 0.0], [-1.0, float("nan"), "0.1", None]),
     "betas": ([(0.9, 0.999), (0.5, 0.9)], [(1.0, 0.9), (0.9,), "ab", (0.9, -0.1)]),
     "eps": ([1e-8, 0.0, 1.0], [-1e-8, float("inf")]),
@@ -88,7 +89,8 @@ def classify(opt, grads):
             params.append((p, hyper))
     if not isinstance(grads, list) or len(grads) != len(params):
         return "invalid"
-    if any(i not in range(len(params)) for i in opt.state):
+    state = synced_state(opt)
+    if any(i not in range(len(params)) for i in state):
         return "invalid"
     arrays = [p for p, _ in params]
     for i, ((p, hyper), g) in enumerate(zip(params, grads)):
@@ -96,7 +98,7 @@ def classify(opt, grads):
                                   and g.shape == p.shape and g.flags.c_contiguous
                                   and g.flags.aligned):
             return "invalid"
-        stt = opt.state.get(i)
+        stt = state.get(i)
         if stt is None:
             continue
         bad = state_problem(opt, stt, p, hyper)  # None, "bad" or "unused-bad"
@@ -163,19 +165,39 @@ def snapshot(opt, grads):
     return out
 
 
+def synced_state(opt):
+    """opt.state as the next step sees it: state goes with its parameter when
+    the param groups were edited since the last step (as in torch.optim,
+    where state is keyed by the parameter); an entry at a position the last
+    step did not have was made for the new layout and stays."""
+    old, new = opt._fuzz_last, all_params(opt)
+    if len(old) == len(new) and all(a is b for a, b in zip(old, new)):
+        return opt.state
+    moved = {}
+    for i, s in opt.state.items():
+        if isinstance(i, int) and 0 <= i < len(old):
+            j = next((j for j, p in enumerate(new) if p is old[i]), None)
+            if j is not None:
+                moved[j] = s
+    for i, s in opt.state.items():
+        if isinstance(i, int) and len(old) <= i < len(new) and i not in moved:
+            moved[i] = s
+    return moved
+
+
 def twin(opt):
     cls = getattr(reference, type(opt).__name__)
     groups = [{**{k: v for k, v in g.items() if k != "params"},
                "params": [p.copy() for p in g["params"]]} for g in opt.param_groups]
     t = cls(groups, n_threads=1)
     t.state = {i: {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in s.items()}
-               for i, s in opt.state.items()}
+               for i, s in synced_state(opt).items()}
     return t
 
 
 def same_bits(a, b, what):
     assert a.dtype == b.dtype and a.shape == b.shape, what
-    u = np.uint32 if a.dtype == np.float32 else np.uint64
+    u = {2: np.uint16, 4: np.uint32, 8: np.uint64}[a.dtype.itemsize]
     differ = (np.ascontiguousarray(a).view(u) != np.ascontiguousarray(b).view(u))
     differ &= ~(np.isnan(a) & np.isnan(b))
     assert not differ.any(), f"{what}: {int(differ.sum())} of {a.size} elements differ from the reference"
@@ -195,6 +217,7 @@ def check_step(opt, grads):
             k for k in after if k not in before]
         assert not changed, f"the rejected step ({type(e).__name__}: {e}) changed {changed}"
         return "raised"
+    opt._fuzz_last = all_params(opt)
     assert kind != "invalid", "the step accepted an invalid configuration"
     with np.errstate(all="ignore"):
         expected.step([None if g is None else g.copy() for g in grads])
@@ -202,10 +225,14 @@ def check_step(opt, grads):
         for k, (p, rp) in enumerate(zip(g["params"], rg["params"])):
             same_bits(p, rp, f"param_groups[{gi}]['params'][{k}]")
     assert opt.state.keys() == expected.state.keys()
+    params = all_params(opt)
     for i, rs in expected.state.items():
         for k, v in rs.items():
             if isinstance(v, np.ndarray):
-                same_bits(opt.state[i][k], v, f"state[{i}][{k!r}]")
+                mine = opt.state[i][k]
+                if any(np.shares_memory(mine, p) for p in params):
+                    continue  # an unused buffer that is a parameter's memory: updated as that
+                same_bits(mine, v, f"state[{i}][{k!r}]")
             else:
                 assert opt.state[i][k] == v, (i, k, opt.state[i][k], v)
     return "stepped"
@@ -320,8 +347,11 @@ def op_resize_param(data, opt, rng):
           and p.flags.owndata and p.ndim == 1]
     if ps:
         p = data.draw(st.sampled_from(ps))
-        p.resize(data.draw(st.sampled_from([1, max(p.size // 2, 1), 2 * p.size + 1])),
-                 refcheck=False)
+        try:
+            p.resize(data.draw(st.sampled_from([1, max(p.size // 2, 1), 2 * p.size + 1])),
+                     refcheck=False)
+        except ValueError:  # NumPy refuses (the array has a view or is one): nothing to test
+            pass
 
 
 def op_replace_param(data, opt, rng):
@@ -371,11 +401,14 @@ def op_add_group(data, opt, rng):
         assert str(e)
         assert len(opt.param_groups) == before
         return
-    assert new == "fresh", f"add_param_group accepted a {new} as a new parameter"
+    opt._fuzz_last = all_params(opt)  # add_param_group takes the groups as they are now
+    assert new == "fresh" or arr.size == 0, f"add_param_group accepted a {new} as a new parameter"
 
 
 def op_round_trip(data, opt, rng, tmp_path):
     how = data.draw(st.sampled_from(["state_dict", "file"]))
+    if synced_state(opt) is not opt.state:
+        return  # the groups were edited: state_dict() takes them as they are now (a remap)
     before = snapshot(opt, [])
     try:
         if how == "state_dict":
@@ -436,6 +469,7 @@ def test_random_operation_sequences_give_a_clear_error_or_the_reference_result(
     except ValueError as e:  # a combination the constructor refuses (SGD's nesterov)
         assert "nesterov" in str(e), e
         hypothesis.assume(False)
+    opt._fuzz_last = all_params(opt)  # the parameters of the last step (see synced_state)
     for _ in range(data.draw(st.integers(1, 12), label="ops")):
         if data.draw(st.integers(0, 2)) == 0:
             op = data.draw(st.sampled_from(OPS), label="op")

@@ -163,27 +163,41 @@ class Optimizer:
         Missing hyperparameters are taken from ``defaults``; everything is
         checked first (a failure adds nothing)."""
         with self._lock:
-            params = self._sync()  # the current parameters, validated
-            if not isinstance(group, dict):
-                raise TypeError(f"param group must be a dict, got {type(group).__name__}")
-            if "params" not in group:
-                raise ValueError("param group has no 'params' entry")
-            new = group["params"]
-            new = [new] if isinstance(new, np.ndarray) else list(new)
-            if not new:
-                raise ValueError("param group 'params' is empty")
-            base = len(params)
-            for k, p in enumerate(new):
-                check_param(f"params[{base + k}]", p)
-            group = {**self.defaults, **group, "params": new}
-            self.spec.checked(group, type(self).__name__)
-            self._owned_spans(params + new, self.state)  # no array may overlap another
-            self.param_groups.append(group)
+            saved = self.state, self._params, self._layout
+            try:
+                self._add_param_group(group)
+            except BaseException:  # nothing changes: not even where state moved
+                self.state, self._params, self._layout = saved
+                self._plans.clear()
+                self._last = None
+                raise
+
+    def _add_param_group(self, group):
+        params = self._sync()  # the current parameters, validated
+        if not isinstance(group, dict):
+            raise TypeError(f"param group must be a dict, got {type(group).__name__}")
+        if "params" not in group:
+            raise ValueError("param group has no 'params' entry")
+        new = group["params"]
+        new = [new] if isinstance(new, np.ndarray) else list(new)
+        if not new:
+            raise ValueError("param group 'params' is empty")
+        base = len(params)
+        for k, p in enumerate(new):
+            check_param(f"params[{base + k}]", p)
+        group = {**self.defaults, **group, "params": new}
+        self.spec.checked(group, type(self).__name__)
+        self._owned_spans(params + new, self.state)  # no array may overlap another
+        self.param_groups.append(group)
+        try:
             self._sync()
-            if self.spec.eager_state:  # torch's Adagrad makes its state here
-                h = self.spec.checked(group, type(self).__name__)
-                for i in range(base, base + len(new)):
-                    self._ensure_state(i, h)
+        except BaseException:
+            self.param_groups.pop()
+            raise
+        if self.spec.eager_state:  # torch's Adagrad makes its state here
+            h = self.spec.checked(group, type(self).__name__)
+            for i in range(base, base + len(new)):
+                self._ensure_state(i, h)
 
     # --- the structure: which parameters there are, and in which order
     def _sync(self):
@@ -211,12 +225,7 @@ class Optimizer:
                 a is b for a, b in zip(params, old)):
             pass  # the same parameters in the same order: nothing moves
         elif old:
-            where = {id(p): i for i, p in enumerate(params)}
-            moved = {}
-            for i, st in self.state.items():
-                if isinstance(i, int) and 0 <= i < len(old) and id(old[i]) in where:
-                    moved[where[id(old[i])]] = st
-            self.state = moved
+            self.state = remap_state(self.state, old, params)
         self._owned_spans(params, {})  # parameters must not overlap
         self._params = params
         self._layout = _engine.layout_of(groups)
@@ -228,6 +237,12 @@ class Optimizer:
         """The memory the optimizer writes, sorted (an _engine.Spans);
         ValueError naming two arrays that overlap.  used: {index: buffer
         names} a step writes (None: every array in state)."""
+        seen = {}
+        for i, p in enumerate(params):
+            if id(p) in seen:
+                raise ValueError(f"params[{seen[id(p)]}] and params[{i}] share memory "
+                                 "(the same array twice)")
+            seen[id(p)] = i
         spans = [_span(p) + (f"params[{i}]", p) for i, p in enumerate(params)]
         for i, st in state.items():
             if isinstance(st, dict) and (used is None or i in used):
@@ -276,6 +291,7 @@ class Optimizer:
 
     def _validate(self, grads):
         """Check everything a step with grads will use; change nothing."""
+        resolve_threads(self.n_threads)
         params = self._sync()
         spec = self.spec
         snaps = [self._snapshot(gi) for gi in range(len(self.param_groups))]
@@ -393,6 +409,7 @@ class Optimizer:
     def state_dict(self):
         """Plain data in torch's layout; buffers are copies."""
         with self._lock:
+            self._sync()
             groups, base = [], 0
             for g in self.param_groups:
                 n = len(g["params"])
@@ -494,6 +511,21 @@ class Optimizer:
                 clean[k] = np.array(v, dtype=p.dtype, order="C", copy=True)
             state[i] = clean
         return groups, state
+
+
+def remap_state(state, old, new):
+    """state (keyed by position in old) keyed by position in new: an entry
+    goes with its parameter (dropped with it); an entry at a position old
+    did not have was made for the new layout and stays where it is."""
+    where = {id(p): i for i, p in enumerate(new)}
+    moved = {}
+    for i, st in state.items():
+        if isinstance(i, int) and 0 <= i < len(old) and id(old[i]) in where:
+            moved[where[id(old[i])]] = st
+    for i, st in state.items():
+        if isinstance(i, int) and len(old) <= i < len(new) and i not in moved:
+            moved[i] = st
+    return moved
 
 
 def _index(key):
