@@ -24,8 +24,8 @@ from ._config import (  # noqa: E402
     show_config,
 )
 from . import optim as _optim  # noqa: E402
-from .optim import (SGD, ASGD, Adadelta, Adagrad, Adam, Adamax, AdamW, Lion,  # noqa: E402
-                    NAdam, RAdam, RMSprop, Rprop)
+from .optim import (SGD, ASGD, Adadelta, Adafactor, Adagrad, Adam, Adamax,  # noqa: E402
+                    AdamW, Lion, NAdam, RAdam, RMSprop, Rprop)
 
 _isa_from_env()
 

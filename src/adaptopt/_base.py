@@ -320,8 +320,9 @@ class Optimizer:
     def _used(self, grads, snaps):
         """{parameter index: the buffers its step uses} for the parameters with a gradient."""
         used, base = {}, 0
+        shaped = tuple(self.spec.entry["buffers"]) if self.spec.entry else ()
         for gi, group in enumerate(self.param_groups):
-            names = self.spec.buffers(snaps[gi].hyper)
+            names = self.spec.buffers(snaps[gi].hyper) + shaped
             for i in range(base, base + len(group["params"])):
                 if grads[i] is not None:
                     used[i] = names
@@ -376,6 +377,10 @@ class Optimizer:
         for k in self.spec.buffers(h):
             if k in st:
                 check_buffer(f"{where}[{k!r}]", st[k], p)
+        if self.spec.state_shapes is not None:  # buffers of other shapes (Adafactor's)
+            for k, shape in self.spec.state_shapes(p.shape).items():
+                if k in st:
+                    check_buffer(f"{where}[{k!r}]", st[k], np.empty(shape, p.dtype))
         if st.get("step", 0):
             missing = [k for k in self.spec.required(h) if k not in st]
             if missing:
@@ -400,6 +405,10 @@ class Optimizer:
             st[name] = staggered_copy(buf, 1 + sum(isinstance(v, np.ndarray) for v in st.values()))
         for name, init in self.spec.scalar_state.items():
             st[name] = float(st[name]) if name in st else float(init(h))
+        if self.spec.state_shapes is not None:
+            for name, shape in self.spec.state_shapes(p.shape).items():
+                if name not in st:
+                    st[name] = np.zeros(shape, dtype=p.dtype)
 
     def _apply(self, grads, snaps, resolved, batches):
         """Update the batches: {(group, dtype, t, scalar state, first buffers): indices}."""

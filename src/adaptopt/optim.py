@@ -22,9 +22,9 @@ import numpy as np
 
 from . import _base, _classes, _engine, _kernels
 from ._config import resolve_threads
-from .algorithms import SPECS
+from .algorithms import ENTRY_SPECS, SPECS
 
-__all__ = [s.name for s in SPECS]
+__all__ = [s.name for s in SPECS + ENTRY_SPECS]
 
 _DTYPE_CODE = {np.dtype(np.float32): 0, np.dtype(np.float64): 1}
 _MAX_PLANS = 64
@@ -110,6 +110,35 @@ class _Fast(_base.Optimizer):
                               states, ptrs, nbytes, [self._params[i].size for i in idx],
                               index=list(idx))
 
+
+class _Entry(_base.Optimizer):
+    """An algorithm with its own C entry point (Adafactor: a reduction pass,
+    then the update): one call per parameter, every step from the general
+    path, which validates every array (the state buffers against the shapes
+    the algorithm gives them) before the first call."""
+
+    def _apply(self, grads, snaps, resolved, batches):
+        spec, threads = self.spec, resolve_threads(self.n_threads)
+        entry = getattr(_kernels, spec.entry["function"])
+        module = __import__(spec.update.__module__, fromlist=["kernel_call"])
+        calls = []
+        for (gi, _, t, _, _), idx in batches.items():
+            for i in idx:
+                calls.append((module.kernel_call(resolved[gi, t], t, self._params[i], grads[i],
+                                                 self.state[i], threads), i, t))
+        for args, i, t in calls:
+            rc = entry(*args)
+            if rc != _kernels.OK:
+                raise RuntimeError(f"adaptopt {spec.name} kernel failed with code {rc}")
+            self.state[i]["step"] = t
+
+
+for _spec in ENTRY_SPECS:
+    globals()[_spec.name] = _classes.make(
+        _spec, _Entry, "adaptopt",
+        "A fused, threaded reduction pass and a fused update pass per parameter, with a "
+        "fixed reduction order: bit for bit equal to "
+        f"``adaptopt.reference.{_spec.name}`` on every SIMD path and thread count.")
 
 for _spec in SPECS:
     globals()[_spec.name] = _classes.make(

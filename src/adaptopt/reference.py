@@ -19,10 +19,10 @@ and writes parameters and state in place.
 import numpy as np
 
 from . import _base, _classes
-from .algorithms import SPECS
+from .algorithms import ENTRY_SPECS, SPECS
 from .algorithms._common import lerp
 
-__all__ = [s.name for s in SPECS] + ["lerp"]
+__all__ = [s.name for s in SPECS + ENTRY_SPECS] + ["lerp"]
 
 
 class _Reference(_base.Optimizer):
@@ -41,7 +41,7 @@ class _Reference(_base.Optimizer):
                         st.update(new_s)
 
 
-for _spec in SPECS:
+for _spec in SPECS + ENTRY_SPECS:
     globals()[_spec.name] = _classes.make(
         _spec, _Reference, __name__,
         "This is the NumPy reference (``adaptopt.reference``): the executable spec that the "

@@ -51,9 +51,9 @@ from torch.optim import optimizer as _optimizer_hooks
 
 from . import _engine, _kernels
 from ._config import resolve_threads
-from .algorithms import SPECS
+from .algorithms import ENTRY_SPECS, SPECS
 
-__all__ = [s.name for s in SPECS]
+__all__ = [s.name for s in SPECS + ENTRY_SPECS]
 
 _DTYPE_CODE = {torch.float32: 0, torch.float64: 1}
 _STEP_DTYPES = (torch.float32, torch.float64)
@@ -700,4 +700,105 @@ def _make(spec):
 
 for _spec in SPECS:
     globals()[_spec.name] = _make(_spec)
+del _spec
+
+
+class _FusedEntry:
+    """Mixin over a torch.optim class whose algorithm has its own C entry
+    point (Adafactor): one call per parameter, each step validated in full
+    (parameters, gradients, and state tensors against the shapes the
+    algorithm gives them) before the first call; NumPy views of the tensors'
+    memory, no copies."""
+
+    spec = None
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        """Perform a single optimization step (torch's arguments and hooks)."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        spec = self.spec
+        module = __import__(spec.update.__module__, fromlist=["kernel_call"])
+        entry = getattr(_kernels, spec.entry["function"])
+        threads = resolve_threads(getattr(self, "n_threads", None))
+        work = []
+        for gi, group in enumerate(self.param_groups):
+            where = f"param_groups[{gi}]: "
+            h = self._check_group(group, where)
+            for k, p in enumerate(group["params"]):
+                if p.grad is None:
+                    continue
+                label = _where(group, gi, k, p)
+                err = _param_problem(type(self), p, label) or _grad_problem(
+                    type(self), p, p.grad, label)
+                if err is not None:
+                    raise err
+                st = self.state.get(p, {})
+                for key, shape in spec.state_shapes(tuple(p.shape)).items():
+                    v = st.get(key)
+                    if v is not None and not (
+                            isinstance(v, torch.Tensor) and v.is_cpu and v.dtype is p.dtype
+                            and tuple(v.shape) == tuple(shape) and v.is_contiguous()
+                            and v.layout is torch.strided):
+                        raise ValueError(f"state[{key!r}] of {label} must be a contiguous CPU "
+                                         f"tensor of shape {tuple(shape)} and dtype {p.dtype}")
+                step = st.get("step")
+                t = (float(step) if step is not None else 0.0) + 1
+                if not (np.isfinite(t) and t >= 1 and t % 1 == 0):
+                    raise ValueError(f"state['step'] of {label} must be a whole number >= 0")
+                work.append((p, group, h, int(t)))
+        spans = _engine.sorted_spans(
+            [_span(p) + ("a parameter", p) for p, *_ in work]
+            + [_span(v) + ("a state tensor", v) for p, *_ in work
+               for v in self.state.get(p, {}).values()
+               if isinstance(v, torch.Tensor) and v.dim() > 0])
+        for p, *_ in work:
+            if spans.find(*_span(p.grad)) is not None:
+                raise ValueError("a gradient shares memory with a parameter or state tensor "
+                                 "the step writes: give each parameter a separate gradient")
+        # nothing changes above this line
+        for p, group, h, t in work:
+            st = self.state[p]
+            if "step" not in st:
+                st["step"] = torch.tensor(0.0, dtype=_scalar_dtype())
+            for key, shape in spec.state_shapes(tuple(p.shape)).items():
+                if key not in st:
+                    st[key] = torch.zeros(shape, dtype=p.dtype)
+            h = _engine.Snapshot(spec, group, type(self).__name__,
+                                 clean=lambda g: self._clean(g)).resolved(t)
+            views = {k: v.numpy() for k, v in st.items() if k != "step"}
+            rc = entry(*module.kernel_call(h, t, p.detach().numpy(), p.grad.numpy(), views,
+                                           threads))
+            if rc != _kernels.OK:
+                raise RuntimeError(f"adaptopt {spec.name} kernel failed with code {rc}")
+            st["step"].fill_(t)
+        return loss
+
+
+def _make_entry(spec):
+    base = getattr(torch.optim, spec.torch)
+    sig = inspect.signature(base.__init__)
+    params = list(sig.parameters.values())
+    params.append(inspect.Parameter("n_threads", inspect.Parameter.KEYWORD_ONLY, default=None))
+
+    def __init__(self, *args, n_threads=None, **kwargs):
+        resolve_threads(n_threads)
+        self.n_threads = n_threads
+        base.__init__(self, *args, **kwargs)
+
+    __init__.__signature__ = sig.replace(parameters=params)
+    doc = (f"torch.optim.{spec.torch} with adaptopt's fused CPU kernels (a reduction pass and\n"
+           "an update pass per parameter, bitwise independent of the thread count).  A\n"
+           f"subclass of torch.optim.{spec.torch}; extra keyword: n_threads.\n\n"
+           f"torch.optim.{spec.torch}'s documentation follows.\n\n" + (base.__doc__ or ""))
+    helpers = {"_clean": _Fused._clean, "_check_group": _Fused._check_group}
+    return type(spec.name, (_FusedEntry, base), {
+        "spec": spec, "__init__": __init__, "__doc__": doc, "__module__": __name__,
+        "__qualname__": spec.name, **helpers})
+
+
+for _spec in ENTRY_SPECS:
+    globals()[_spec.name] = _make_entry(_spec)
 del _spec
