@@ -104,7 +104,7 @@ def main(argv=None):
                   + f"   x foreach {r['torch foreach'] / r['adaptopt']:5.1f}", flush=True)
     r = adafactor_bench(args.threads, max(5, args.rounds // 2), rng)
     out["results"].append({"algo": "Adafactor", "shape": [4096, 4096], "ns_per_element": r})
-    print(f"Adafactor 4096x4096  " + "  ".join(f"{k} {v:6.2f}" for k, v in r.items())
+    print("Adafactor 4096x4096  " + "  ".join(f"{k} {v:6.2f}" for k, v in r.items())
           + f"   x torch {r['torch single'] / r['adaptopt']:5.1f}", flush=True)
     if args.json:
         with open(args.json, "w") as f:

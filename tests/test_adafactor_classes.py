@@ -4,11 +4,10 @@ import copy
 
 import numpy as np
 import pytest
+from conftest import assert_bitwise_any_nan, make_grad
 
 import adaptopt
 from adaptopt import reference
-
-from conftest import assert_bitwise_any_nan, make_grad
 
 
 @pytest.mark.parametrize("shape", [(0,), (1,), (7,), (1, 1), (17, 33), (3, 4, 5), (64, 65)])

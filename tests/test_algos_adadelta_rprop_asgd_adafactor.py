@@ -16,12 +16,12 @@ import functools
 
 import numpy as np
 import pytest
+from conftest import bits, make_grad
+from kernel_call import kernel_step
 
 import adaptopt
 from adaptopt import _kernels
 from adaptopt.algorithms import adadelta, adafactor, asgd, rprop
-from conftest import bits, make_grad
-from kernel_call import kernel_step
 
 try:
     import torch
@@ -96,7 +96,7 @@ def hostile(rng, n, dtype, frac=0.1):
     return g
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def hostile_inputs(n, dtype):
     """(p0, [g_1..g_STEPS]) for size n, made once (read-only: tests copy p0)."""
     rng = np.random.default_rng(n)
@@ -286,7 +286,7 @@ def test_one_step_within_ulp_bound_of_torch(case, dtype):
 def test_first_steps_from_fresh_state_match_torch():
     """torch makes the state itself (Rprop's step_size = lr, ASGD's eta = f32(lr))."""
     rng = np.random.default_rng(7)
-    for case, (name, over) in enumerate(CASES):
+    for _case, (name, over) in enumerate(CASES):
         spec, h = SPECS[name], hyper(name, over)
         p = rng.standard_normal(257).astype(np.float32)
         tp = torch.from_numpy(p.copy())
@@ -423,7 +423,7 @@ def af_fast_step(h, t, p, g, st, n_threads=1):
     assert rc == _kernels.OK, rc
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def af_inputs(shape, dtype):
     rng = np.random.default_rng(len(shape) * 1000 + int(np.prod(shape)))
     n = int(np.prod(shape))

@@ -29,16 +29,14 @@ Written as tables the shared test tables can absorb:
    raises (type and message), for every out-of-range hyperparameter.
 """
 import inspect
-import math
 
 import numpy as np
 import pytest
+from conftest import assert_bitwise, bits
+from kernel_call import kernel_step
 
 from adaptopt import _kernels
 from adaptopt.algorithms import SPECS, adamax, nadam, radam
-
-from conftest import assert_bitwise, bits
-from kernel_call import kernel_step
 
 SPEC = {s.name: s for s in SPECS}
 MODULE = {"NAdam": nadam, "RAdam": radam, "Adamax": adamax}

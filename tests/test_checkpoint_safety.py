@@ -18,11 +18,10 @@ import zipfile
 
 import numpy as np
 import pytest
+from conftest import assert_bitwise, run_isolated
 
 import adaptopt
 from adaptopt import _checkpoint
-
-from conftest import assert_bitwise, run_isolated
 
 INVALID = "is not a valid adaptopt checkpoint"
 

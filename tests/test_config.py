@@ -30,7 +30,7 @@ def test_show_config_dicts_and_stdout(capsys):
 def test_parallel_thresholds_per_algorithm_and_dtype(threshold):
     table = adaptopt.show_config(mode="dicts")["parallel_threshold"]
     assert set(table) == set(_kernels.ALGORITHMS)   # every row of csrc/algorithms.h
-    for algo, per_dtype in table.items():
+    for _algo, per_dtype in table.items():
         assert set(per_dtype) == {"float32", "float64"}
         # float64 holds half the elements per vector: it never needs more of them
         assert 1 < per_dtype["float64"] <= per_dtype["float32"]

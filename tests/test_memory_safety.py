@@ -18,7 +18,6 @@ the sanitizer build (.ci/asan.sh) the child's ASan report is in the failure.
 import textwrap
 
 import pytest
-
 from conftest import run_isolated
 
 # Helpers defined in every child.  twin(opt) is the NumPy reference fed the

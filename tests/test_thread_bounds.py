@@ -7,10 +7,9 @@ import os
 import textwrap
 
 import pytest
+from conftest import run_isolated
 
 from adaptopt import _config, _kernels
-
-from conftest import run_isolated
 
 CPUS = len(os.sched_getaffinity(0))
 # a step above every parallel threshold, so the OpenMP region really runs
@@ -114,7 +113,7 @@ def test_kernel_clamps_the_thread_count_itself():
 
 @needs_openmp
 def test_clamped_count_gives_the_same_bits():
-    r = run_isolated("""
+    run_isolated("""
         import warnings; warnings.simplefilter("ignore")
         import numpy as np, adaptopt
         rng = np.random.default_rng(0)

@@ -13,6 +13,7 @@ to the NumPy reference in ``adaptopt.reference``.
 
 __version__ = "0.1.0"
 
+from . import optim as _optim  # noqa: E402
 from ._bench import bench  # noqa: E402
 from ._config import (  # noqa: E402
     _isa_from_env,
@@ -23,11 +24,25 @@ from ._config import (  # noqa: E402
     set_num_threads,
     show_config,
 )
-from . import optim as _optim  # noqa: E402
-from .optim import (SGD, ASGD, Adadelta, Adafactor, Adagrad, Adam, Adamax,  # noqa: E402
-                    AdamW, Lion, NAdam, RAdam, RMSprop, Rprop)
+from .optim import (  # noqa: E402
+    ASGD,
+    SGD,
+    Adadelta,
+    Adafactor,
+    Adagrad,
+    Adam,
+    Adamax,
+    AdamW,
+    Lion,
+    NAdam,
+    RAdam,
+    RMSprop,
+    Rprop,
+)
 
 _isa_from_env()
 
-__all__ = _optim.__all__ + ["show_config", "get_num_threads", "set_num_threads", "get_isa",
-                            "set_isa", "available_isas", "bench"]
+__all__ = ["Adam", "AdamW", "Adagrad", "RMSprop", "SGD", "Adadelta", "Rprop", "ASGD", "NAdam",
+           "RAdam", "Adamax", "Lion", "Adafactor", "show_config", "get_num_threads",
+           "set_num_threads", "get_isa", "set_isa", "available_isas", "bench"]
+assert sorted(__all__[:13]) == sorted(_optim.__all__), "adaptopt exports every optimizer"

@@ -338,7 +338,7 @@ def _find_runtime():
         fn = None
         for scope in (None, _kernels.__file__):
             try:
-                fn = getattr(ctypes.CDLL(scope), "omp_get_max_threads")
+                fn = ctypes.CDLL(scope).omp_get_max_threads
                 break
             except (AttributeError, OSError):
                 continue

@@ -65,7 +65,7 @@ class Spec:
         self.per_step = per_step or (lambda h, t, s: ())
         self.step_scalars = tuple(step_scalars)
         self._buffers = buffers
-        self.init = dict(init or {})      # buffer -> fill value f(h), or "grad" (the first gradient)
+        self.init = dict(init or {})      # buffer -> fill f(h), or "grad" (the first gradient)
         self.first_flag = first_flag      # the kernel flag of a step that fills "grad" buffers
         self.scalar_state = dict(scalar_state or {})  # name -> initial value f(h)
         self.advance = advance

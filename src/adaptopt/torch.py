@@ -46,7 +46,6 @@ import numbers
 import threading
 
 import numpy as np
-
 from torch.optim import optimizer as _optimizer_hooks
 
 from . import _engine, _kernels
@@ -690,7 +689,8 @@ def _make(spec):
                f"torch.optim.{spec.torch}'s documentation follows.\n\n" + (base.__doc__ or ""))
     else:
         doc = (f"{spec.name} for torch parameters, with adaptopt's fused CPU kernel (torch.optim\n"
-               f"has no {spec.name}).  A torch.optim.Optimizer: param groups, hooks, lr schedulers\n"
+               f"has no {spec.name}).  A torch.optim.Optimizer: param groups, hooks, lr\n"
+               "schedulers\n"
                f"and state_dict as usual; the same definition as adaptopt.{spec.name}.\n\n"
                + spec.doc)
     return type(spec.name, (_Fused, base), {

@@ -177,7 +177,7 @@ def write_input(path, algos):
 def split_output(path, meta):
     data = Path(path).read_bytes()
     pos, out = 0, []
-    for algo, dt, f, nbuf, n, off, scal, bufs in meta:
+    for _algo, dt, _f, nbuf, n, _off, _scal, _bufs in meta:
         es = np.dtype(DTYPES[dt]).itemsize
         case = []
         for _ in range(nbuf):
@@ -192,7 +192,7 @@ def split_output(path, meta):
 def compare(a_out, b_out, meta, what, names):
     """(buffers compared, mismatching buffers, NaN-payload-only buffers)."""
     checked = bad = nan_only = 0
-    for (algo, dt, f, nbuf, n, off, _, _), a_case, b_case in zip(meta, a_out, b_out):
+    for (algo, dt, f, _nbuf, n, off, _, _), a_case, b_case in zip(meta, a_out, b_out):
         for k, (a, b) in enumerate(zip(a_case, b_case)):
             checked += 1
             ua, ub = a.view(UINT[dt]), b.view(UINT[dt])

@@ -25,10 +25,12 @@ def main():
     args = ap.parse_args()
     if args.order == "torch-first":
         import torch
+
         import adaptopt
     else:
-        import adaptopt
         import torch
+
+        import adaptopt
     from adaptopt import _config
     n = args.n
     p, g = np.zeros(n, np.float32), np.ones(n, np.float32)

@@ -6,7 +6,20 @@ read as the math) and its :class:`~adaptopt._spec.Spec`.
 classes from it.
 """
 
-from . import adadelta, adafactor, adagrad, adam, adamax, asgd, lion, nadam, radam, rmsprop, rprop, sgd
+from . import (
+         adadelta,
+         adafactor,
+         adagrad,
+         adam,
+         adamax,
+         asgd,
+         lion,
+         nadam,
+         radam,
+         rmsprop,
+         rprop,
+         sgd,
+)
 
 SPECS = (adam.ADAM, adam.ADAMW, adagrad.ADAGRAD, rmsprop.RMSPROP, sgd.SGD,
          adadelta.ADADELTA, rprop.RPROP, asgd.ASGD,

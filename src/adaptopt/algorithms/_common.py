@@ -1,6 +1,5 @@
 """What the reference steps share."""
 
-import numpy as np
 
 
 def lerp(start, end, weight):

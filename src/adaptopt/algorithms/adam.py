@@ -74,7 +74,8 @@ ADAM = Spec("Adam", hyper=_hyper(0.0, False), torch="Adam", **_common, doc=r"""
         m &\leftarrow \mathrm{lerp}(m, g, 1-\beta_1) \\
         v &\leftarrow \beta_2 v + (1-\beta_2)\, g^2 \\
         \hat v &= \max(\hat v, v) \ \text{(AMSGrad)} \\
-        p &\leftarrow p - \frac{\eta}{1-\beta_1^t}\, \frac{m}{\sqrt{v}/\sqrt{1-\beta_2^t} + \epsilon}
+        p &\leftarrow p - \frac{\eta}{1-\beta_1^t}\,
+             \frac{m}{\sqrt{v}/\sqrt{1-\beta_2^t} + \epsilon}
     """, references="Kingma & Ba, Adam: A Method for Stochastic Optimization, ICLR 2015; "
                     "Reddi et al., On the Convergence of Adam and Beyond (AMSGrad), ICLR 2018.")
 
@@ -86,5 +87,6 @@ ADAMW = Spec("AdamW", hyper=_hyper(1e-2, True), torch="AdamW", **_common, doc=r"
         p &\leftarrow p\,(1 - \eta\lambda) \\
         m &\leftarrow \mathrm{lerp}(m, g, 1-\beta_1), \quad
         v \leftarrow \beta_2 v + (1-\beta_2)\, g^2 \\
-        p &\leftarrow p - \frac{\eta}{1-\beta_1^t}\, \frac{m}{\sqrt{v}/\sqrt{1-\beta_2^t} + \epsilon}
+        p &\leftarrow p - \frac{\eta}{1-\beta_1^t}\,
+             \frac{m}{\sqrt{v}/\sqrt{1-\beta_2^t} + \epsilon}
     """, references="Loshchilov & Hutter, Decoupled Weight Decay Regularization, ICLR 2019.")

@@ -71,7 +71,8 @@ ASGD = Spec(
 
         g &\leftarrow g + \lambda_w p \quad (\lambda_w \ne 0) \\
         p &\leftarrow p\,(1 - \lambda \eta_t) - \eta_t g \\
-        a &\leftarrow a + \mu_t (p - a) \ (\mu_t \ne 1), \quad a \leftarrow p \ \text{(otherwise)} \\
+        a &\leftarrow a + \mu_t (p - a) \ (\mu_t \ne 1), \quad
+        a \leftarrow p \ \text{(otherwise)} \\
         \eta_{t+1} &= \frac{\gamma}{(1 + \lambda \gamma t)^{\alpha}}, \quad
         \mu_{t+1} = \frac{1}{\max(1, t - t_0)}
         \quad \text{(both rounded to float32)}
