@@ -686,7 +686,7 @@ def _make(spec):
                f"subclass of torch.optim.{spec.torch}); one kernel call per (group, dtype, step)\n"
                "batch updates CPU float32/float64 contiguous tensors in place.  Extra keyword:\n"
                "n_threads (None: adaptopt's default, see adaptopt.set_num_threads).\n\n"
-               f"torch.optim.{spec.torch}'s documentation follows.\n\n" + (base.__doc__ or ""))
+               "torch.optim's documentation follows.\n\n" + (base.__doc__ or ""))
     else:
         doc = (f"{spec.name} for torch parameters, with adaptopt's fused CPU kernel (torch.optim\n"
                f"has no {spec.name}).  A torch.optim.Optimizer: param groups, hooks, lr\n"
@@ -792,7 +792,7 @@ def _make_entry(spec):
     doc = (f"torch.optim.{spec.torch} with adaptopt's fused CPU kernels (a reduction pass and\n"
            "an update pass per parameter, bitwise independent of the thread count).  A\n"
            f"subclass of torch.optim.{spec.torch}; extra keyword: n_threads.\n\n"
-           f"torch.optim.{spec.torch}'s documentation follows.\n\n" + (base.__doc__ or ""))
+           "torch.optim's documentation follows.\n\n" + (base.__doc__ or ""))
     helpers = {"_clean": _Fused._clean, "_check_group": _Fused._check_group}
     return type(spec.name, (_FusedEntry, base), {
         "spec": spec, "__init__": __init__, "__doc__": doc, "__module__": __name__,
