@@ -5,12 +5,14 @@
 # want of torch now.
 set -euo pipefail
 python -m pip install --quiet torch==2.13.0
-python -c "import torch; print('torch', torch.__version__)"
+# Lion's peer (tests/test_algos_nadam_radam_adamax_lion.py); --no-deps: it needs only torch
+python -m pip install --quiet --no-deps lion-pytorch
+python -c "import torch, lion_pytorch; print('torch', torch.__version__, '+ lion-pytorch')"
 files=$(grep -l -E 'importorskip\(.torch.\)|^import torch|adaptopt\.torch' tests/test_*.py)
 echo "test files that use torch:" $files
 log=$(mktemp)
 python -m pytest -q -rs -p no:cacheprovider $files | tee "$log"
-if grep -E "^SKIPPED.*could not import 'torch'" "$log"; then
-  echo "tests skipped for want of torch although torch is installed" >&2
+if grep -E "^SKIPPED.*(could not import 'torch'|lion-pytorch is not installed)" "$log"; then
+  echo "tests skipped for want of torch or lion-pytorch although they are installed" >&2
   exit 1
 fi

@@ -25,7 +25,7 @@ Written as tables the shared test tables can absorb:
    Adamax, and against lion-pytorch for Lion: one step from identical state
    within ULP_BOUND units of the larger operand (NUMERICS.md's measure), and
    200-step trajectories within stated bounds.
-3. Each torch algorithm's ``torch_checks`` raises what torch's constructor
+3. Each torch algorithm's drop-in constructor raises what torch's constructor
    raises (type and message), for every out-of-range hyperparameter.
 """
 import inspect
@@ -428,8 +428,9 @@ def raised(f, *args, **kw):
 def test_torch_checks_raise_what_torch_raises(name, kw):
     torch = pytest.importorskip("torch")
     kw = _tensors(kw)
+    import adaptopt.torch as aot
     expected = raised(getattr(torch.optim, name), [torch.nn.Parameter(torch.zeros(3))], **kw)
-    assert raised(MODULE[name].torch_checks, **kw) == expected
+    assert raised(getattr(aot, name), [torch.nn.Parameter(torch.zeros(3))], **kw) == expected
 
 
 def test_the_bad_hyperparameters_are_bad():
@@ -447,14 +448,15 @@ def test_the_bad_hyperparameters_are_bad():
 def test_defaults_and_signature_match_torch(name):
     torch = pytest.importorskip("torch")
     theirs = inspect.signature(getattr(torch.optim, name).__init__).parameters
-    ours = inspect.signature(MODULE[name].torch_checks).parameters
-    assert [(k, v.default, v.kind) for k, v in ours.items()] == [
-        (k, v.default, v.kind) for k, v in theirs.items() if k not in ("self", "params")]
+    import adaptopt.torch as aot
+    ours = inspect.signature(getattr(aot, name).__init__).parameters
+    assert [(k, v.default, v.kind) for k, v in ours.items() if k != "n_threads"] == [
+        (k, v.default, v.kind) for k, v in theirs.items()]
     spec = SPEC[name]
     for k, hyp in spec.hyper.items():
         assert theirs[k].default == hyp.default, k
     assert spec.torch == name
-    assert raised(MODULE[name].torch_checks) is None
+    assert raised(getattr(aot, name), [torch.nn.Parameter(torch.zeros(3))]) is None
 
 
 # --------------------------------------------------------------------------

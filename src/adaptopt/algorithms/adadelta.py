@@ -4,7 +4,6 @@ import numpy as np
 
 from .. import _checks as c
 from .._spec import Hyper, Spec
-from ._torchcheck import tensor_lr
 
 
 def update(p, g, state, t, h):
@@ -23,19 +22,6 @@ def update(p, g, state, t, h):
     u *= rho
     u += (1 - rho) * delta * delta
     p += -h["lr"] * delta
-
-
-def torch_checks(lr=1.0, rho=0.9, eps=1e-6, weight_decay=0, **_):
-    """torch.optim.Adadelta.__init__'s checks: same order, types and messages."""
-    tensor_lr(lr)
-    if not 0.0 <= lr:
-        raise ValueError(f"Invalid learning rate: {lr}")
-    if not 0.0 <= rho <= 1.0:
-        raise ValueError(f"Invalid rho value: {rho}")
-    if not 0.0 <= eps:
-        raise ValueError(f"Invalid epsilon value: {eps}")
-    if not 0.0 <= weight_decay:
-        raise ValueError(f"Invalid weight_decay value: {weight_decay}")
 
 
 def _rho(name, value):

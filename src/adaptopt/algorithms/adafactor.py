@@ -27,7 +27,6 @@ import numpy as np
 from .. import _checks as c
 from .._spec import Hyper, Spec
 from ._common import lerp
-from ._torchcheck import tensor_lr
 
 LANES, ROW_BLOCK, CHUNK = 16, 64, 4096      # csrc/adaptopt.h: ADAPTOPT_ADAFACTOR_*
 
@@ -176,23 +175,6 @@ def kernel_call(h, t, p, g, state, n_threads=1):
                 addr(state["col_var"]), 0, scal, fl, n_threads)
     return (code, 1, 1, p.size, addr(p), addr(g), 0, 0, addr(state["variance"]), scal, fl,
             n_threads)
-
-
-def torch_checks(lr=1e-2, beta2_decay=-0.8, eps=(None, 1e-3), d=1.0, weight_decay=0.0, **_):
-    """torch.optim.Adafactor.__init__'s checks: same order, types and messages."""
-    tensor_lr(lr)
-    if not 0.0 <= lr:
-        raise ValueError(f"Learning rate should be >= 0 but is: {lr}")
-    if not 0.0 >= beta2_decay:
-        raise ValueError(f"beta2_decay should be <= 0 but is: {beta2_decay}")
-    if eps[0] is not None and not 0.0 <= eps[0]:
-        raise ValueError(f"epsilon1 should be >= 0 but is: {eps[0]}")
-    if not 0.0 <= eps[1]:
-        raise ValueError(f"epsilon2 should be >= 0 but is: {eps[1]}")
-    if not 1.0 <= d:
-        raise ValueError(f"Clipping threshold d should be >= 1 but is: {d}")
-    if not 0.0 <= weight_decay:
-        raise ValueError(f"weight_decay should be >= 0 but is: {weight_decay}")
 
 
 def _nonpos(name, value):

@@ -1,6 +1,5 @@
 """Adamax: torch.optim.Adamax (torch 2.13, ``_single_tensor_adamax``)."""
 
-import sys
 
 import numpy as np
 
@@ -21,25 +20,6 @@ def update(p, g, state, t, h):
     np.maximum(u, np.abs(g) + h["eps"], out=u)     # torch.maximum: NaN in either wins
     clr = h["lr"] / (1 - b1 ** t)
     p += (-clr * m) / u
-
-
-def torch_checks(lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, foreach=None, *,
-                 maximize=False, differentiable=False, capturable=False):
-    """torch.optim.Adamax.__init__'s checks (torch 2.13): the same statements,
-    so the same exceptions, messages and order, for any argument types."""
-    torch = sys.modules.get("torch")   # without torch imported, lr cannot be a Tensor
-    if torch is not None and isinstance(lr, torch.Tensor) and lr.numel() != 1:
-        raise ValueError("Tensor lr must be 1-element")
-    if not 0.0 <= lr:
-        raise ValueError(f"Invalid learning rate: {lr}")
-    if not 0.0 <= eps:
-        raise ValueError(f"Invalid epsilon value: {eps}")
-    if not 0.0 <= betas[0] < 1.0:
-        raise ValueError(f"Invalid beta parameter at index 0: {betas[0]}")
-    if not 0.0 <= betas[1] < 1.0:
-        raise ValueError(f"Invalid beta parameter at index 1: {betas[1]}")
-    if not 0.0 <= weight_decay:
-        raise ValueError(f"Invalid weight_decay value: {weight_decay}")
 
 
 ADAMAX = Spec(

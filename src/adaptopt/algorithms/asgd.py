@@ -11,7 +11,6 @@ import numpy as np
 
 from .. import _checks as c
 from .._spec import Hyper, Spec
-from ._torchcheck import tensor_lr
 
 
 def update(p, g, state, t, h):
@@ -41,19 +40,9 @@ def advance(h, t, s):
             "mu": _f32(1 / max(1, t - h["t0"]))}
 
 
-def torch_checks(lr=1e-2, lambd=1e-4, alpha=0.75, t0=1e6, weight_decay=0, **_):
-    """torch.optim.ASGD.__init__'s checks: same order, types and messages
-    (torch does not check lambd, alpha or t0)."""
-    tensor_lr(lr)
-    if not 0.0 <= lr:
-        raise ValueError(f"Invalid learning rate: {lr}")
-    if not 0.0 <= weight_decay:
-        raise ValueError(f"Invalid weight_decay value: {weight_decay}")
-
-
 ASGD = Spec(
     "ASGD", kernel="asgd", torch="ASGD", update=update,
-    hyper={"lr": Hyper(1e-2, c.learning_rate), "lambd": Hyper(1e-4, c.nonneg),
+    hyper={"lr": Hyper(1e-2, c.learning_rate), "lambd": Hyper(1e-4, c.finite),  # torch checks none of these three
            "alpha": Hyper(0.75, c.finite), "t0": Hyper(1e6, c.finite),
            "weight_decay": Hyper(0.0, c.nonneg), "maximize": Hyper(False, c.flag)},
     scalar_state={"eta": lambda h: _f32(h["lr"]), "mu": lambda h: 1.0},

@@ -15,7 +15,6 @@ and does not write it: whoever steps stores ``advance(h, t, s)`` afterwards,
 for the reference and the kernel alike.
 """
 
-import sys
 
 import numpy as np
 
@@ -87,28 +86,6 @@ def per_step(h, t, s, mu_product_dtype=MU_PRODUCT_DTYPE):
 
 def advance(h, t, s, mu_product_dtype=MU_PRODUCT_DTYPE):
     return {"mu_product": mu_product_after(s["mu_product"], mu(h, t), mu_product_dtype)}
-
-
-def torch_checks(lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, momentum_decay=4e-3,
-                 decoupled_weight_decay=False, *, foreach=None, maximize=False,
-                 capturable=False, differentiable=False):
-    """torch.optim.NAdam.__init__'s checks (torch 2.13): the same statements,
-    so the same exceptions, messages and order, for any argument types."""
-    torch = sys.modules.get("torch")   # without torch imported, lr cannot be a Tensor
-    if torch is not None and isinstance(lr, torch.Tensor) and lr.numel() != 1:
-        raise ValueError("Tensor lr must be 1-element")
-    if not 0.0 <= lr:
-        raise ValueError(f"Invalid learning rate: {lr}")
-    if not 0.0 <= eps:
-        raise ValueError(f"Invalid epsilon value: {eps}")
-    if not 0.0 <= betas[0] < 1.0:
-        raise ValueError(f"Invalid beta parameter at index 0: {betas[0]}")
-    if not 0.0 <= betas[1] < 1.0:
-        raise ValueError(f"Invalid beta parameter at index 1: {betas[1]}")
-    if not 0.0 <= weight_decay:
-        raise ValueError(f"Invalid weight_decay value: {weight_decay}")
-    if not 0.0 <= momentum_decay:
-        raise ValueError(f"Invalid momentum_decay value: {momentum_decay}")
 
 
 NADAM = Spec(

@@ -6,7 +6,6 @@ scalars of the rectified branch (``rect``, ``bias_correction2_sqrt``) are
 unused without it.
 """
 
-import sys
 
 import numpy as np
 
@@ -73,26 +72,6 @@ def fixed(h):
 def per_step(h, t, s):
     b1, b2 = h["betas"]
     return 1 - b1 ** t, (1 - b2 ** t) ** 0.5, rectification(h, t)[1]
-
-
-def torch_checks(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
-                 decoupled_weight_decay=False, *, foreach=None, maximize=False,
-                 capturable=False, differentiable=False):
-    """torch.optim.RAdam.__init__'s checks (torch 2.13): the same statements,
-    so the same exceptions, messages and order, for any argument types."""
-    torch = sys.modules.get("torch")   # without torch imported, lr cannot be a Tensor
-    if torch is not None and isinstance(lr, torch.Tensor) and lr.numel() != 1:
-        raise ValueError("Tensor lr must be 1-element")
-    if not 0.0 <= lr:
-        raise ValueError(f"Invalid learning rate: {lr}")
-    if not 0.0 <= eps:
-        raise ValueError(f"Invalid epsilon value: {eps}")
-    if not 0.0 <= betas[0] < 1.0:
-        raise ValueError(f"Invalid beta parameter at index 0: {betas[0]}")
-    if not 0.0 <= betas[1] < 1.0:
-        raise ValueError(f"Invalid beta parameter at index 1: {betas[1]}")
-    if not 0.0 <= weight_decay:
-        raise ValueError(f"Invalid weight_decay value: {weight_decay}")
 
 
 RADAM = Spec(

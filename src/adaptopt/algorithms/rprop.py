@@ -4,7 +4,6 @@ import numpy as np
 
 from .. import _checks as c
 from .._spec import Hyper, Spec
-from ._torchcheck import tensor_lr
 
 
 def torch_sign(x):
@@ -33,16 +32,6 @@ def update(p, g, state, t, h):
     prev[...] = g
 
 
-def torch_checks(lr=1e-2, etas=(0.5, 1.2), step_sizes=(1e-6, 50), **_):
-    """torch.optim.Rprop.__init__'s checks: same order, types and messages
-    (torch does not check step_sizes)."""
-    tensor_lr(lr)
-    if not 0.0 <= lr:
-        raise ValueError(f"Invalid learning rate: {lr}")
-    if not 0.0 < etas[0] < 1.0 < etas[1]:
-        raise ValueError(f"Invalid eta values: {etas[0]}, {etas[1]}")
-
-
 def _etas(name, value):
     value = c.pair(c.positive, c.positive, "a pair (etaminus, etaplus)")(name, value)
     if not value[0] < 1.0 < value[1]:
@@ -53,7 +42,7 @@ def _etas(name, value):
 RPROP = Spec(
     "Rprop", kernel="rprop", torch="Rprop", update=update,
     hyper={"lr": Hyper(1e-2, c.learning_rate), "etas": Hyper((0.5, 1.2), _etas),
-           "step_sizes": Hyper((1e-6, 50.0), c.pair(c.nonneg, c.nonneg,
+           "step_sizes": Hyper((1e-6, 50.0), c.pair(c.finite, c.finite,
                                                     "a pair (step_size_min, step_size_max)")),
            "maximize": Hyper(False, c.flag)},
     # torch fills step_size with the group's lr when the state is made
