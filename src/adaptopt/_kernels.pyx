@@ -358,12 +358,14 @@ cdef class Batch:
                 if b == NULL or b != PyList_GET_ITEM(pk[3], r):
                     return r
             g = p.grad
+            # dense, on the CPU, p's dtype and shape, contiguous: then its size
+            # is p's (a lazily negated view is refused when the plan is made)
             if (g is None or g.layout is not strided or not g.is_cpu or g.dtype is not dt
                     or g.shape != <object>PyList_GET_ITEM(self.shapes, r)
-                    or not g.is_contiguous() or g.is_neg()):
+                    or not g.is_contiguous()):
                 return r
             lo = <uint64_t>g.data_ptr()
-            hi = lo + <uint64_t>g.nbytes
+            hi = lo + self.nb[j]
             if _spans_hit(spans.s, spans.e, spans.m, lo, hi):
                 return r
             self.ptr[j + 1] = lo
