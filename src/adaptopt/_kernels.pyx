@@ -11,7 +11,9 @@ check (an error message, a new plan) is decided in Python.
 """
 from cpython.dict cimport PyDict_GetItem, PyDict_SetItem
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
+from cpython.long cimport PyLong_AsLongLong, PyLong_AsSsize_t, PyLong_CheckExact
 from cpython.object cimport PyObject, PyObject_RichCompareBool, Py_EQ
+from cpython.tuple cimport PyTuple_GET_ITEM
 from libc.stdint cimport uint64_t
 cimport numpy as cnp
 
@@ -266,8 +268,13 @@ cdef class Batch:
 
     def check_numpy(self, grads, Spans spans, dict state_map):
         """-1 when every row and its gradient are what the table needs (the
-        gradient addresses are then filled in), else the first row that is not."""
+        gradient addresses are then filled in), else the first row that is not.
+        grads: a list or a tuple."""
         cdef Py_ssize_t r, k, d, j, ng = len(grads)
+        cdef bint is_list = type(grads) is list
+        cdef PyObject *gp
+        if not is_list and type(grads) is not tuple:
+            return 0
         cdef PyObject *st
         cdef PyObject *b
         cdef object g, key
@@ -298,18 +305,20 @@ cdef class Batch:
                     return r
             if self.has_step:
                 b = PyDict_GetItem(<object>st, "step")
-                if b == NULL or type(<object>b) is not int or <object>b != self.t - 1:
+                if b == NULL or not PyLong_CheckExact(<object>b) or \
+                        PyLong_AsLongLong(<object>b) != self.t - 1:
                     return r
-            for c in self.counters:
-                if not _same(PyDict_GetItem(<object>st, c[0]), c[1]):
-                    return r
-            d = <object>PyList_GET_ITEM(self.index, r)
+            if self.counters:
+                for c in self.counters:
+                    if not _same(PyDict_GetItem(<object>st, c[0]), c[1]):
+                        return r
+            d = PyLong_AsSsize_t(<object>PyList_GET_ITEM(self.index, r))
             if d >= ng:
                 return r
-            g = grads[d]
-            if not cnp.PyArray_Check(g):
+            gp = PyList_GET_ITEM(grads, d) if is_list else PyTuple_GET_ITEM(grads, d)
+            if not cnp.PyArray_Check(<object>gp):
                 return r
-            ga = <cnp.ndarray>g
+            ga = <cnp.ndarray>gp
             if (cnp.PyArray_TYPE(ga) != self.typenum or not cnp.PyArray_ISNOTSWAPPED(ga)
                     or cnp.PyArray_NDIM(ga) != cnp.PyArray_NDIM(pa)
                     or not cnp.PyArray_IS_C_CONTIGUOUS(ga) or not cnp.PyArray_ISALIGNED(ga)):
