@@ -42,7 +42,8 @@ def advance(h, t, s):
 
 ASGD = Spec(
     "ASGD", kernel="asgd", torch="ASGD", update=update,
-    hyper={"lr": Hyper(1e-2, c.learning_rate), "lambd": Hyper(1e-4, c.finite),  # torch checks none of these three
+    # torch checks none of lambd, alpha, t0
+    hyper={"lr": Hyper(1e-2, c.learning_rate), "lambd": Hyper(1e-4, c.finite),
            "alpha": Hyper(0.75, c.finite), "t0": Hyper(1e6, c.finite),
            "weight_decay": Hyper(0.0, c.nonneg), "maximize": Hyper(False, c.flag)},
     scalar_state={"eta": lambda h: _f32(h["lr"]), "mu": lambda h: 1.0},
