@@ -12,7 +12,7 @@ import pytest
 
 import adaptopt
 
-MODULES = ["adaptopt", "adaptopt.schedules", "adaptopt._config", "adaptopt._bench",
+MODULES = ["adaptopt", "adaptopt.reference", "adaptopt.schedules", "adaptopt._config", "adaptopt._bench",
            "adaptopt.demo"]
 
 

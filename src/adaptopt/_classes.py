@@ -22,7 +22,16 @@ MEANING = {
     "maximize": "Maximize the objective instead of minimizing it (the gradient is negated).",
     "lr_decay": "Learning-rate decay: step t uses ``lr / (1 + (t - 1) * lr_decay)``.",
     "initial_accumulator_value": "Initial value of the sum of squared gradients.",
-    "alpha": "Smoothing constant of the squared-gradient average, in [0, 1).",
+    "alpha": "RMSprop: smoothing constant of the squared-gradient average, in [0, 1); "
+             "ASGD: the power of the step-size decay.",
+    "momentum_decay": "NAdam's momentum decay psi: mu_t = beta1 * (1 - 0.5 * 0.96^(t * psi)).",
+    "rho": "Decay rate of the running averages of squared gradients and updates.",
+    "etas": "Multiplicative decrease and increase factors ``(etaminus, etaplus)``.",
+    "step_sizes": "Minimal and maximal allowed step sizes ``(min, max)``.",
+    "lambd": "Decay term of ASGD's step size eta.",
+    "t0": "The step from which ASGD averages.",
+    "beta2_decay": "The decay rate of the second moment's weight: 1 - beta2_t = t^beta2_decay.",
+    "d": "Clipping threshold: the update's RMS is at most d.",
     "momentum": "Momentum factor.",
     "centered": "Normalize by an estimate of the gradient's variance (centered RMSprop).",
     "dampening": "Dampening for momentum.",
@@ -53,6 +62,17 @@ def docstring(spec, kind):
     lines += ["n_threads : int or None, default None",
               "    Threads for the kernel (None: :func:`adaptopt.get_num_threads`; -1: all "
               "CPUs; counts above the CPUs are clamped)."]
+    lines += ["", "Raises", "------",
+              "TypeError",
+              "    A parameter, gradient or hyperparameter of the wrong kind (not a float32 or "
+              "float64 array, a string lr, ...), named in the message.",
+              "ValueError",
+              "    A value out of range, a shape or layout the kernel cannot use, or arrays "
+              "that share memory, named in the message.  Raised before anything changes.",
+              "", "See Also", "--------",
+              f"adaptopt.reference.{spec.name} : the NumPy reference (the executable spec).",
+              f"adaptopt.torch.{spec.name} : the torch.optim drop-in.",
+              "adaptopt.schedules : learning-rate schedules to pass as ``lr``."]
     lines += ["", "Notes", "-----", kind]
     if spec.torch:
         lines += ["", f"Follows ``torch.optim.{spec.torch}`` (torch 2.13): its definition, "
