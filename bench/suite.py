@@ -76,6 +76,7 @@ import numpy as np
 
 from adaptopt import _kernels, reference, show_config
 from adaptopt import optim as _optim
+from adaptopt.algorithms import SPECS
 
 __all__ = ["main", "run", "ALGOS", "IMPLS"]
 
@@ -88,9 +89,15 @@ class Algo:
     name: str
     cls: str              # class name in adaptopt / adaptopt.reference / torch.optim
     kwargs: dict          # hyperparameters, the same names in all three
-    writes: int           # arrays written per element (p and the state); reads = writes + 1
     ds: str = None        # DeepSpeed class, if it has one
     ds_kwargs: dict = field(default_factory=dict)
+
+    @property
+    def writes(self):
+        """Arrays written per element: p and the state buffers the step uses
+        (from the algorithm's Spec, adaptopt.algorithms)."""
+        spec = getattr(_optim, self.cls).spec
+        return 1 + len(spec.buffers(spec.checked({**spec.defaults(), **self.kwargs}, self.cls)))
 
     @property
     def reads(self):
@@ -105,18 +112,24 @@ class Algo:
         return self.writes - 1
 
 
-ALGOS = {a.name: a for a in [
-    Algo("adam", "Adam", dict(lr=1e-3), 3, "DeepSpeedCPUAdam", dict(adamw_mode=False)),
-    Algo("adamw", "AdamW", dict(lr=1e-3, weight_decay=1e-2), 3, "DeepSpeedCPUAdam",
+# the option sets measured; every other elementwise algorithm of adaptopt.algorithms
+# (the Specs) at its defaults, under its lowercase name
+_VARIANTS = [
+    Algo("adam", "Adam", dict(lr=1e-3), "DeepSpeedCPUAdam", dict(adamw_mode=False)),
+    Algo("adamw", "AdamW", dict(lr=1e-3, weight_decay=1e-2), "DeepSpeedCPUAdam",
          dict(adamw_mode=True)),
-    Algo("amsgrad", "Adam", dict(lr=1e-3, amsgrad=True), 4),
-    Algo("adagrad", "Adagrad", dict(lr=1e-2), 2, "DeepSpeedCPUAdagrad"),
-    Algo("rmsprop", "RMSprop", dict(lr=1e-2), 2),
-    Algo("rmsprop-centered", "RMSprop", dict(lr=1e-2, centered=True), 3),
-    Algo("rmsprop-momentum", "RMSprop", dict(lr=1e-2, momentum=0.9), 3),
-    Algo("sgd-momentum", "SGD", dict(lr=1e-3, momentum=0.9), 2),
-    Algo("sgd-nesterov", "SGD", dict(lr=1e-3, momentum=0.9, nesterov=True), 2),
-]}
+    Algo("amsgrad", "Adam", dict(lr=1e-3, amsgrad=True)),
+    Algo("adagrad", "Adagrad", dict(lr=1e-2), "DeepSpeedCPUAdagrad"),
+    Algo("rmsprop", "RMSprop", dict(lr=1e-2)),
+    Algo("rmsprop-centered", "RMSprop", dict(lr=1e-2, centered=True)),
+    Algo("rmsprop-momentum", "RMSprop", dict(lr=1e-2, momentum=0.9)),
+    Algo("sgd-momentum", "SGD", dict(lr=1e-3, momentum=0.9)),
+    Algo("sgd-nesterov", "SGD", dict(lr=1e-3, momentum=0.9, nesterov=True)),
+]
+_COVERED = {a.cls for a in _VARIANTS} | {"SGD"}
+ALGOS = {a.name: a for a in _VARIANTS + [
+    Algo(spec.name.lower(), spec.name, {}, "DeepSpeedCPULion" if spec.name == "Lion" else None)
+    for spec in SPECS if spec.name not in _COVERED]}
 
 PATTERN_NAMES = {f: f"r{f + 2}w{f + 1}" for f in range(4)}  # roofline flags -> "r4w3"
 DTYPES = {"float32": np.float32, "float64": np.float64, "f32": np.float32, "f64": np.float64}
@@ -251,7 +264,9 @@ class TorchImpl(Impl):
     def _cls(self, torch, algo):
         """The torch.optim class and the options it takes (RMSprop has no fused=)."""
         import inspect
-        cls = getattr(torch.optim, algo.cls)
+        cls = getattr(torch.optim, algo.cls, None)
+        if cls is None:
+            raise Unsupported(f"torch.optim has no {algo.cls}")
         accepted = inspect.signature(cls).parameters
         if self.mode == "fused" and "fused" not in accepted:
             raise Unsupported(f"torch.optim.{algo.cls} has no fused implementation")
@@ -294,6 +309,11 @@ def _import_deepspeed():
             raise Unsupported(_DS["error"]) from None
         _DS["mod"] = {"DeepSpeedCPUAdam": DeepSpeedCPUAdam,
                       "DeepSpeedCPUAdagrad": DeepSpeedCPUAdagrad}
+        try:
+            from deepspeed.ops.lion import DeepSpeedCPULion
+            _DS["mod"]["DeepSpeedCPULion"] = DeepSpeedCPULion
+        except BaseException:  # older DeepSpeed, or its Lion kernel does not build
+            pass
     return _DS["mod"]
 
 
@@ -307,7 +327,9 @@ class DeepSpeedImpl(Impl):
     def _make(self, algo):
         if algo.ds is None:
             raise Unsupported(f"DeepSpeed has no CPU {algo.name}")
-        cls = _import_deepspeed()[algo.ds]
+        cls = _import_deepspeed().get(algo.ds)
+        if cls is None:
+            raise Unsupported(f"this DeepSpeed has no {algo.ds}")
         kw = {**algo.kwargs, **algo.ds_kwargs}
         return lambda tps: cls(tps, **kw)
 
