@@ -260,7 +260,7 @@ def peer(name, kw, param, lr):
 
 def one_step(case, dtype, t):
     """(reference, peer) after step t from identical state; p0, g, st0."""
-    import torch
+    torch = pytest.importorskip("torch")
     name, kw = CASES[case]
     spec = SPEC[name]
     kw = {"lr": LR, **kw}
@@ -311,7 +311,7 @@ def quadratic(n, steps, seed=7):
 
 def trajectories(case, dtype, steps=200, n=1000):
     """(reference in dtype, peer in dtype, reference in float64) after `steps`."""
-    import torch
+    torch = pytest.importorskip("torch")
     name, kw = CASES[case]
     spec = SPEC[name]
     kw = {"lr": LR, **kw}
