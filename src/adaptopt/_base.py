@@ -220,13 +220,15 @@ class Optimizer:
             for p in g["params"]:
                 check_param(f"params[{len(params)}]", p)
                 params.append(p)
+        self._owned_spans(params, {})  # parameters must not overlap
+        if not isinstance(self.state, dict):
+            raise TypeError(f"state must be a dict, got {type(self.state).__name__}")
         old = self._params
         if layout is not None and len(params) == len(old) and all(
                 a is b for a, b in zip(params, old)):
             pass  # the same parameters in the same order: nothing moves
         elif old:
             self.state = remap_state(self.state, old, params)
-        self._owned_spans(params, {})  # parameters must not overlap
         self._params = params
         self._layout = _engine.layout_of(groups)
         self._plans.clear()
