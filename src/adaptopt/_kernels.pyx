@@ -167,10 +167,6 @@ cdef class Spans:
         self.s = <const uint64_t *>cnp.PyArray_DATA(self._s)
         self.e = <const uint64_t *>cnp.PyArray_DATA(self._e)
 
-    def hit(self, uint64_t start, uint64_t end):
-        """[start, end) overlaps a span."""
-        return _spans_hit(self.s, self.e, self.m, start, end)
-
 
 cdef inline bint _same(PyObject *v, object want):
     """v holds want: the same object, or an equal one of the same type."""
@@ -243,11 +239,6 @@ cdef class Batch:
         self.nscal = 0
         self.flags = 0
 
-    @property
-    def elements(self):
-        """Elements of all rows."""
-        return int(self.off[self.n])
-
     def set_scalars(self, int flags, fixed, tuple positions=(), tuple step_values=()):
         """The next call's flags and scalars: fixed (kernel order), with
         step_values at positions."""
@@ -261,10 +252,6 @@ cdef class Batch:
                 self.sc[k] = fixed[k]
         self.nscal = m
         self.flags = flags
-
-    def pointers(self):
-        """A copy of the pointer table, n x nbuf."""
-        return self._ptr.reshape(self.n, self.nbuf).copy()
 
     def check_numpy(self, grads, Spans spans, dict state_map):
         """-1 when every row and its gradient are what the table needs (the
@@ -483,30 +470,23 @@ def fast_check(plan, groups, grads, dict state_map):
     same hyperparameter objects (plan.snaps, a mutable value also the same
     contents), and every batch passes check_numpy.  Its counters are not
     checked by this function's caller beyond what check_numpy does."""
-    cdef Batch b
-    cdef Spans spans = plan.spans.compiled
-    if not _layout_holds(plan.layout, groups) or not _snaps_hold(plan.snaps):
-        return False
-    for b in plan.batches:
-        if b.check_numpy(grads, spans, state_map) >= 0:
-            return False
-    return True
+    return (_layout_holds(plan.layout, groups) and _snaps_hold(plan.snaps)
+            and check_numpy_all(plan.batches, grads, plan.spans.compiled, state_map))
 
 
 def fast_check_torch(plan, groups, strided):
     """fast_check for the torch front end (the gradients are p.grad)."""
-    cdef Batch b
-    cdef Spans spans = plan.spans.compiled
-    if not _layout_holds(plan.layout, groups) or not _snaps_hold(plan.snaps):
-        return False
-    for b in plan.batches:
-        if b.check_torch(spans, strided) >= 0:
-            return False
-    return True
+    return (_layout_holds(plan.layout, groups) and _snaps_hold(plan.snaps)
+            and check_torch_all(plan.batches, plan.spans.compiled, strided))
+
+
+def same_layout(tuple layout, groups):
+    """The param groups hold the same dicts, lists and parameters as when
+    layout = _engine.layout_of(groups) was taken."""
+    return _layout_holds(layout, groups)
 
 
 cdef bint _layout_holds(tuple layout, groups) except -1:
-    """_engine.same_layout in C."""
     cdef list gdicts = layout[1], plists = layout[2], items = layout[3]
     cdef Py_ssize_t i
     cdef PyObject *v

@@ -95,12 +95,6 @@ class Spec:
         """The state buffers a step under h uses, in kernel order."""
         return self.all_buffers if self._buffers is None else tuple(self._buffers(h))
 
-    def scalar_values(self, st):
-        """The scalar state in st as a dict (None when the algorithm keeps none)."""
-        if not self.scalar_state:
-            return None
-        return {k: st[k] for k in self.scalar_state}
-
     def required(self, h):
         """Buffers a state that has taken a step must have (checked on load)."""
         return self.buffers(h) if self._required is None else tuple(self._required(h))
