@@ -34,12 +34,20 @@ typedef struct {
     {af_rows_reduce_##s, af_rows_lerp_##s, af_cols_finish_##s, af_rv_mean_##s, af_sum_##s, \
      af_rows_unorm_##s, af_rows_update_##s, af_vec_reduce_##s, af_vec_update_##s}
 
+/* The staging layer for one compute type (staging.c.inc): f over the
+ * elements [off, off+n) of one array whose buffers b (and aux) are stored
+ * as st says. */
+typedef void (*adaptopt_staged_fn)(adaptopt_seg_fn f, void *const *b, void *const *aux,
+                                   size_t nbuf, size_t off, size_t n, const void *sc,
+                                   int flags, const adaptopt_staging *st, uint64_t array_id);
+
 /* One ISA's kernels: per algorithm (algorithms.h order) and dtype, the
  * benchmark-only roofline kernel per dtype, and Adafactor's loops. */
 typedef struct {
     adaptopt_seg_fn step[ADAPTOPT_N_ALGOS][ADAPTOPT_N_DTYPES];
     adaptopt_seg_fn roofline[ADAPTOPT_N_DTYPES];
     adaptopt_adafactor_fns adafactor[ADAPTOPT_N_DTYPES];
+    adaptopt_staged_fn staged[ADAPTOPT_N_DTYPES];
 } adaptopt_table;
 
 extern const adaptopt_table adaptopt_table_scalar;
