@@ -28,7 +28,7 @@ import numpy as np
 
 from . import _checks, _rounding
 
-__all__ = ["HYPER", "MEANING", "Types", "types", "reference_step", "MASTER", "numpy_dtype",
+__all__ = ["MEANING", "Types", "types", "reference_step", "MASTER", "numpy_dtype",
            "name_of"]
 
 MASTER = "master_weight"
