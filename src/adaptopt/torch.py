@@ -60,7 +60,7 @@ _MAX_PLANS = 64
 # torch.optim classes without fused=True on CPU: the alternative to suggest
 _NO_FUSED = {"RMSprop"}
 _SPARSE_ADVICE = {
-    "Adam": "use torch.optim.SparseAdam for sparse gradients (e.g. nn.Embedding(..., "
+    "Adam": "use adaptopt.torch.SparseAdam (or torch.optim.SparseAdam) for sparse gradients (e.g. nn.Embedding(..., "
             "sparse=True)), or create the module with sparse=False",
     "Adagrad": "torch.optim.Adagrad supports sparse gradients (e.g. nn.Embedding(..., "
                "sparse=True)); use it, or create the module with sparse=False",
@@ -397,13 +397,27 @@ class _Fused:
             threads = resolve_threads(self.n_threads)
             done = self._fast_step(threads)
             if not done:
-                plan = self._build()
-                plan.step(threads)
+                self._slow_step(threads)
         self._optimizer_step_code()
         for hook in (*self._optimizer_step_post_hooks.values(),
                      *_optimizer_hooks._global_optimizer_post_hooks.values()):
             hook(self, args, kwargs)
         return loss
+
+    def _slow_step(self, threads):
+        """The step after the fast path declined: sparse gradients (SGD, Adagrad)
+        by the row kernel (_sparse_torch, checked first), the rest by a plan."""
+        sparse = _sparse_torch.split(self) if self.spec.name in _sparse_torch.SPARSE_OK else []
+        hidden = [(item["p"], item["p"].grad) for item in sparse]
+        try:
+            for p, _ in hidden:
+                p.grad = None
+            if not (hidden and self._fast_step(threads)):
+                self._build().step(threads)
+        finally:
+            for p, g in hidden:
+                p.grad = g
+        _sparse_torch.run(self, sparse, threads)
 
     # --- the engine ------------------------------------------------------------
     def _fast_step(self, threads):
@@ -802,3 +816,8 @@ def _make_entry(spec):
 for _spec in ENTRY_SPECS:
     globals()[_spec.name] = _make_entry(_spec)
 del _spec
+
+from . import _sparse_torch  # noqa: E402  (it reads this module's checks)
+from ._sparse_torch import SparseAdam  # noqa: E402
+
+__all__ += ["SparseAdam"]
