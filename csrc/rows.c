@@ -21,6 +21,35 @@
 #include <omp.h>
 #endif
 
+/* Rows are scattered over a large table, so each is a DRAM miss the
+ * hardware prefetcher cannot foresee: the loop asks for the rows of the
+ * group ROWS_AHEAD positions on (parameter and state, every cache line;
+ * its row_step entry) while it updates the current one, so their misses
+ * overlap. */
+#ifndef ADAPTOPT_ROWS_AHEAD
+#define ADAPTOPT_ROWS_AHEAD 4
+#endif
+#if defined(__GNUC__) || defined(__clang__)
+#define PREFETCH(a) __builtin_prefetch((a), 1, 3)
+#else
+#define PREFETCH(a) ((void)(a))
+#endif
+
+static void prefetch_row(void *const *base, size_t nbuf, size_t r, size_t row_bytes,
+                         const int64_t *row_step)
+{
+    for (size_t k = 0; k < nbuf; k++) {
+        if (k == 1 || base[k] == NULL)
+            continue;
+        const char *a = (const char *)base[k] + r * row_bytes;
+        for (size_t off = 0; off < row_bytes; off += 64)
+            PREFETCH(a + off);
+        PREFETCH(a + row_bytes - 1);
+    }
+    if (row_step != NULL)
+        PREFETCH(row_step + r);
+}
+
 static const adaptopt_table *table_of(int isa)
 {
     switch (isa) {
@@ -111,6 +140,8 @@ int adaptopt_rows_step(int algo, int dtype, size_t n_rows, size_t cols, size_t n
         tid = omp_get_thread_num();
 #endif
         const size_t r = (size_t)rows[i];
+        if (i + ADAPTOPT_ROWS_AHEAD < (ptrdiff_t)n_groups)
+            prefetch_row(base, nbuf, (size_t)rows[i + ADAPTOPT_ROWS_AHEAD], row_bytes, row_step);
         void *b[ADAPTOPT_MAX_NBUF];
         for (size_t k = 0; k < nbuf; k++)
             b[k] = base[k] ? (char *)base[k] + r * row_bytes : NULL;
