@@ -262,3 +262,33 @@ def test_corrupted_row_counters_are_refused(rng):
     opt.state[0]["row_step"] = np.zeros(4, dtype=np.int32)
     with pytest.raises(ValueError, match="row_step'.*int64"):
         opt.step_rows(0, [0], np.ones((1, 2)))
+
+
+def test_c_entry_rejects_bad_indices_and_writes_nothing():
+    """adaptopt_rows_step re-checks what Python checked (defence in depth)."""
+    from adaptopt import _kernels
+    spec = adaptopt.SGD.spec
+    p = np.zeros((4, 3), dtype=np.float64)
+    g = np.ones((2, 3), dtype=np.float64)
+    ptr = np.array([p.ctypes.data, g.ctypes.data, 0], dtype=np.uint64)
+    i64 = lambda *v: np.array(v, dtype=np.int64)  # noqa: E731
+    flags, fixed = spec.fixed_scalars(spec.checked(spec.defaults(), "SGD"))
+    fixed = [0.0 if v is None else v for v in fixed]
+
+    def call(rows, order=None, starts=None, row_step=None, catchup=None, n_grads=2, t=1):
+        return _kernels.rows_step(spec.code, 1, 4, 3, ptr, n_grads, rows, order, starts,
+                                  row_step, t, catchup, fixed, flags, 1)
+
+    cu = ([1.0, 1.0, 1.0], -1, 0.0, 0.0)
+    for rc in (call(i64(0, 4)), call(i64(-1, 2)),                      # rows out of range
+               call(i64(1), i64(0, 2), i64(0, 2), n_grads=2),           # order out of range
+               call(i64(1), i64(0, 1), i64(0, 1), n_grads=2),           # starts do not end at n
+               call(i64(1, 2), i64(0, 1), i64(0, 0, 2)),                # an empty group
+               call(i64(1, 2), i64(0, 1)),                              # order without starts
+               call(i64(1, 2), row_step=i64(0, 5, 0, 0), catchup=cu),   # a row ahead of t
+               call(i64(1, 2), t=0)):
+        assert rc == _kernels.EINVAL
+    assert not p.any()
+    with pytest.raises(ValueError, match="rows"):
+        call(np.array([1, 2], dtype=np.int32))
+    assert call(i64(1, 2)) == _kernels.OK and p[1:3].all() and not p[[0, 3]].any()
