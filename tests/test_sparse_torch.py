@@ -8,7 +8,6 @@ bias correction (the kernel folds it into eps), its Adagrad multiplies by
 -clr after dividing (the kernel before), and torch's coalesce may add a
 repeated row's values in another order; measured worst case about 2-3 ULP.
 """
-import numpy as np
 import pytest
 from test_vs_torch import ulps
 

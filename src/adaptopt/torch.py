@@ -23,7 +23,10 @@ address, size, dtype and layout, and that ``state`` and ``param_groups``
 still hold the same objects; anything else is validated in full here.
 
 Supported: CPU, strided, contiguous float32/float64 parameters and gradients.
-Anything else (CUDA and other devices, sparse gradients, complex, half or
+Sparse COO gradients (``nn.Embedding(sparse=True)``): ``SGD`` (momentum 0)
+and ``Adagrad`` take them, and ``SparseAdam`` (torch.optim.SparseAdam's
+subclass) updates only their rows (``adaptopt._sparse_torch``).
+Anything else (CUDA and other devices, other sparse gradients, complex, half or
 bfloat16 dtypes, non-contiguous tensors, a gradient of another dtype or shape
 or sharing memory with what the step writes) raises ``TypeError`` or
 ``ValueError`` naming the parameter and what to use instead, before anything
@@ -60,8 +63,8 @@ _MAX_PLANS = 64
 # torch.optim classes without fused=True on CPU: the alternative to suggest
 _NO_FUSED = {"RMSprop"}
 _SPARSE_ADVICE = {
-    "Adam": "use adaptopt.torch.SparseAdam (or torch.optim.SparseAdam) for sparse gradients (e.g. nn.Embedding(..., "
-            "sparse=True)), or create the module with sparse=False",
+    "Adam": "use adaptopt.torch.SparseAdam (or torch.optim.SparseAdam) for sparse gradients "
+            "(e.g. nn.Embedding(..., sparse=True)), or create the module with sparse=False",
     "Adagrad": "torch.optim.Adagrad supports sparse gradients (e.g. nn.Embedding(..., "
                "sparse=True)); use it, or create the module with sparse=False",
     "SGD": "torch.optim.SGD supports sparse gradients (e.g. nn.Embedding(..., sparse=True)); "
