@@ -292,3 +292,15 @@ def test_c_entry_rejects_bad_indices_and_writes_nothing():
     with pytest.raises(ValueError, match="rows"):
         call(np.array([1, 2], dtype=np.int32))
     assert call(i64(1, 2)) == _kernels.OK and p[1:3].all() and not p[[0, 3]].any()
+
+
+def test_checkpoint_round_trip_keeps_row_counters(tmp_path, rng):
+    p = rng.standard_normal((5, 2))
+    opt = adaptopt.Adam([p])
+    opt.step_rows(0, [4, 1], np.ones((2, 2)), exact=True)
+    opt.save(tmp_path / "c.npz")
+    other = adaptopt.Adam([p.copy()])
+    other.load(tmp_path / "c.npz")
+    assert other.state[0]["row_step_at"] == 1
+    assert other.state[0]["row_step"].dtype == np.int64
+    assert list(other.state[0]["row_step"]) == [0, 1, 0, 0, 1]
