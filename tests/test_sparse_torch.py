@@ -167,3 +167,18 @@ def test_bad_sparse_steps_raise_and_change_nothing(make, grad, exc, msg):
         opt.step()
     _same(opt, ps, snap)
     assert ps[0].grad is g
+
+
+def test_empty_sparse_gradient_counts_a_step_as_torch():
+    ours, theirs = torch.ones(ROWS, COLS), torch.ones(ROWS, COLS)
+    a, b = at.SparseAdam([ours]), torch.optim.SparseAdam([theirs])
+    for p, o in ((ours, a), (theirs, b)):
+        p.grad = torch.sparse_coo_tensor(torch.zeros((1, 0), dtype=torch.long),
+                                         torch.zeros(0, COLS), (ROWS, COLS))
+        o.step()
+    assert a.state[ours]["step"] == b.state[theirs]["step"] == 1 and torch.equal(ours, theirs)
+    ag = at.Adagrad([ours])
+    ours.grad = torch.sparse_coo_tensor(torch.zeros((1, 0), dtype=torch.long),
+                                        torch.zeros(0, COLS), (ROWS, COLS))
+    ag.step()
+    assert float(ag.state[ours]["step"]) == 1 and torch.equal(ours, theirs)

@@ -48,7 +48,8 @@ def _span(a):
 def _as_table(t):
     """A NumPy view of a tensor as (n_rows, cols)."""
     a = t.detach().numpy()
-    return a.reshape(a.shape[0] if a.ndim else 1, -1)
+    n = a.shape[0] if a.ndim else 1
+    return a.reshape(n, a.size // n if n else int(np.prod(a.shape[1:], dtype=np.int64)))
 
 
 def _sparse_rows(p, g, label):
@@ -73,7 +74,8 @@ def _sparse_rows(p, g, label):
     if rows.size and (rows.min() < 0 or rows.max() >= p.shape[0]):
         raise ValueError(f"the sparse gradient of {label} has row indices out of range "
                          f"[0, {p.shape[0]})")
-    return rows.astype(np.int64, copy=False), vals.detach().numpy().reshape(rows.size, -1)
+    cols = int(np.prod(p.shape[1:], dtype=np.int64))
+    return rows.astype(np.int64, copy=False), vals.detach().numpy().reshape(rows.size, cols)
 
 
 def _check_tensor(st, key, p, label):
