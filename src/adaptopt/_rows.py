@@ -52,8 +52,16 @@ def group_rows(rows):
     n = rows.size
     if n < 2 or bool((rows[1:] > rows[:-1]).all()):
         return rows, None, None
-    order = np.argsort(rows, kind="stable")
-    srt = rows[order]
+    shift = (n - 1).bit_length()
+    if int(rows.max()).bit_length() + shift <= 63:
+        # a stable argsort through one sort of unique keys (row, position): numpy's
+        # vectorized sort, several times faster than kind="stable" here
+        keys = (rows << shift) | np.arange(n, dtype=np.int64)
+        keys.sort()
+        order, srt = keys & ((1 << shift) - 1), keys >> shift
+    else:
+        order = np.argsort(rows, kind="stable")
+        srt = rows[order]
     new = np.flatnonzero(srt[1:] != srt[:-1]) + 1
     starts = np.empty(new.size + 2, dtype=np.int64)
     starts[0], starts[-1] = 0, n
