@@ -137,6 +137,44 @@ int adaptopt_adafactor_step(int dtype, size_t batch, size_t rows, size_t cols,
                             void *variance, const double *scal, size_t nscal, int flags,
                             int n_threads);
 
+/* Row-wise steps of a 2-D table (csrc/rows.c): one step of an elementwise
+ * algorithm (adam, adagrad, sgd, rmsprop: any adaptopt_step algorithm) on
+ * the touched rows of a table of n_rows x cols elements, each row updated
+ * by the algorithm's own segment function; untouched rows are not read.
+ *
+ * base[k], k < nbuf, in the algorithm's buffer order: the start of buffer
+ * k's whole table (k = 0 the parameter), except base[1]: the row gradients,
+ * n_grads x cols, C-contiguous, never written.  NULL for buffers unused
+ * under flags.  The touched rows: n_groups distinct indices rows[i] <
+ * n_rows; group i's gradient is the sum, in this order, of the gradient
+ * rows order[starts[i]] .. order[starts[i+1] - 1] (starts has n_groups + 1
+ * entries, starts[0] = 0, starts[n_groups] = n_grads, increasing; every
+ * order[.] < n_grads).  order and starts NULL: group i is gradient row i.
+ *
+ * catchup NULL: lazy (only the touched rows change).  Otherwise, before a
+ * touched row r is updated, with k = t - 1 - row_step[r] steps skipped
+ * (row_step[r] <= t - 1 required, int64), in this order:
+ *   drift >= 0:  p[r] = p[r] + c*buf[r],  buf = buffer drift,
+ *                c = drift_lr * (drift_mu * (1 - drift_mu^k) / (1 - drift_mu))
+ *   every k' with base[k'] != 1:  buffer k'[r] = buffer k'[r] * base[k']^k
+ * (factors computed in double with pow(), then cast to the dtype); then
+ * row_step[r] = t.  Rows with k = 0 are not caught up.
+ *
+ * The result is bitwise independent of n_threads (rows are independent;
+ * each group's sum has a fixed order).  Returns ADAPTOPT_EINVAL for bad
+ * arguments (nothing written), ADAPTOPT_ENOMEM if scratch (one row per
+ * thread) cannot be allocated. */
+typedef struct {
+    double base[ADAPTOPT_MAX_NBUF];
+    int drift;
+    double drift_lr, drift_mu;
+} adaptopt_rows_catchup;
+int adaptopt_rows_step(int algo, int dtype, size_t n_rows, size_t cols, size_t nbuf,
+                       void *const *base, size_t n_grads, const int64_t *rows,
+                       const int64_t *order, const int64_t *starts, size_t n_groups,
+                       int64_t *row_step, long long t, const adaptopt_rows_catchup *catchup,
+                       const double *scal, size_t nscal, int flags, int n_threads);
+
 /* Which kernels run: ADAPTOPT_ISA_*; set returns an error code.  The ISA,
  * the thresholds and the thread cap may be set while other threads step:
  * each step reads each of them once, atomically. */

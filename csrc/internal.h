@@ -40,14 +40,24 @@ typedef struct {
 typedef void (*adaptopt_staged_fn)(adaptopt_seg_fn f, void *const *b, void *const *aux,
                                    size_t nbuf, size_t off, size_t n, const void *sc,
                                    int flags, const adaptopt_staging *st, uint64_t array_id);
+/* adaptopt_rows_step()'s loops for one ISA and dtype (rows.c.inc; rows.c
+ * runs them). */
+typedef struct {
+    void (*sum)(void *acc, const void *g, const int64_t *order, size_t cnt, size_t cols);
+    void (*scale)(void *x, size_t n, double f);
+    void (*drift)(void *p, const void *buf, size_t n, double c);
+} adaptopt_rows_fns;
+#define ADAPTOPT_ROWS_FNS_(s) {rows_sum_##s, rows_scale_##s, rows_drift_##s}
 
 /* One ISA's kernels: per algorithm (algorithms.h order) and dtype, the
- * benchmark-only roofline kernel per dtype, and Adafactor's loops. */
+ * benchmark-only roofline kernel per dtype, Adafactor's and the row
+ * updates' loops. */
 typedef struct {
     adaptopt_seg_fn step[ADAPTOPT_N_ALGOS][ADAPTOPT_N_DTYPES];
     adaptopt_seg_fn roofline[ADAPTOPT_N_DTYPES];
     adaptopt_adafactor_fns adafactor[ADAPTOPT_N_DTYPES];
     adaptopt_staged_fn staged[ADAPTOPT_N_DTYPES];
+    adaptopt_rows_fns rows[ADAPTOPT_N_DTYPES];
 } adaptopt_table;
 
 extern const adaptopt_table adaptopt_table_scalar;

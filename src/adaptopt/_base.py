@@ -277,6 +277,42 @@ class Optimizer:
             if not self._step_fast(grads):
                 self._step_general(grads)
 
+    def step_rows(self, param_index, rows, row_grads, exact=False):
+        """Update only the given rows of a 2-D parameter (an embedding table).
+
+        One call is one step of that parameter (its ``state['step']`` counts
+        on); see :doc:`/rows` for the semantics.
+
+        Parameters
+        ----------
+        param_index : int
+            The parameter's position (over all groups), as in ``step``.
+        rows : array_like of int, shape (n,)
+            Row indices, in any order, ``0 <= rows[j] < n_rows``; a row given
+            more than once gets the sum of its gradient rows, added left to
+            right in the order given.
+        row_grads : ndarray, shape (n, n_cols)
+            ``row_grads[j]`` is the gradient of row ``rows[j]``; the
+            parameter's dtype, C-contiguous; never written.
+        exact : bool, default False
+            False (lazy, as torch.optim.SparseAdam): untouched rows and their
+            state do not change.  True: a row is first caught up, in closed
+            form, for the steps it skipped (moments decayed as if by zero
+            gradients; momentum's movement of the parameter for SGD and
+            RMSprop); the last step of each row is kept in
+            ``state[i]['row_step']``.
+
+        Raises
+        ------
+        TypeError, ValueError
+            A bad argument (an index out of range or negative, row_grads of
+            another dtype or shape, a parameter that is not 2-D, ...), named
+            in the message; nothing is changed.
+        """
+        from . import _rows
+        with self._lock:
+            _rows.step_rows(self, param_index, rows, row_grads, exact)
+
     def _step_fast(self, grads):
         """A shortcut for the common case; False: take the general path."""
         return False
@@ -524,7 +560,9 @@ class Optimizer:
         if not isinstance(raw, dict):
             raise ValueError("state_dict['state'] must be a dict")
         state = {}
-        known = {"step", MASTER} | set(self.spec.all_buffers) | set(self.spec.scalar_state)
+        from . import _rows
+        known = ({"step", MASTER} | set(self.spec.all_buffers) | set(self.spec.scalar_state)
+                 | set(_rows.STATE_KEYS))
         for key, st in raw.items():
             i = _index(key)
             if i is None or not 0 <= i < len(self._params):
@@ -551,6 +589,9 @@ class Optimizer:
                     continue
                 if k in self.spec.scalar_state:
                     clean[k] = check_real(f"{where}[{k!r}]", v)
+                    continue
+                if k in _rows.STATE_KEYS:
+                    clean[k] = _rows.check_loaded(where, k, v, p)
                     continue
                 dt = (p.dtype if ty is None else np.dtype(np.float32) if k == MASTER
                       else _precision.numpy_dtype(ty.state))

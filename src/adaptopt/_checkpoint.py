@@ -43,6 +43,7 @@ META_MAX_DEPTH = 32         # nesting of JSON arrays/objects (a schedule nests 3
 HEADER_MAX_BYTES = 10000    # an npy header (NumPy's own default limit)
 MEMBER_RE = re.compile(r"state/(\d{1,18})/([A-Za-z_]{1,64})\.npy")
 _ARRAY_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))  # native byte order
+_COUNTERS = ("step", "row_step_at")  # ints kept in the metadata (row_step_at: adaptopt._rows)
 
 
 def _encode_group(group, gi):
@@ -145,10 +146,11 @@ def save(opt, path):
     meta = {"format": FORMAT, "version": VERSION, "optimizer": type(opt).__name__,
             "param_groups": [_encode_group(g, gi) for gi, g in enumerate(sd["param_groups"])],
             "state": {str(i): {"step": st["step"],
-                               "buffers": [k for k in st if k != "step"]}
+                               "buffers": [k for k in st if k not in _COUNTERS],
+                               **{k: st[k] for k in _COUNTERS[1:] if k in st}}
                       for i, st in sd["state"].items()}}
     arrays = {f"state/{i}/{k}": v for i, st in sd["state"].items()
-              for k, v in st.items() if k != "step"}
+              for k, v in st.items() if k not in _COUNTERS}
     path = os.fspath(path)
     # Through a symlink, write the file it points to and leave the link.
     target = os.path.realpath(path) if os.path.islink(path) else os.path.abspath(path)
@@ -346,6 +348,7 @@ def read(path, expected_class, params=None):
                     raise _Invalid(f"it has state for parameter {idx}, the optimizer has "
                                    f"{len(params)} parameters")
                 state[idx] = {"step": st.get("step")}
+                state[idx].update({k: st[k] for k in _COUNTERS[1:] if k in st})
                 for k in st["buffers"]:
                     name = f"state/{i}/{k}.npy"
                     if not isinstance(k, str) or not MEMBER_RE.fullmatch(name):
@@ -354,7 +357,8 @@ def read(path, expected_class, params=None):
                     if info is None:
                         raise _Invalid(f"member {name!r} is missing")
                     state[idx][k] = _read_buffer(zf, info, file_size, f"state[{i}][{k!r}]",
-                                                 None if params is None else params[idx])
+                                                 None if params is None else params[idx],
+                                                 row_counter=k == "row_step")
             groups = [_decode_group(g) if isinstance(g, dict) else g
                       for g in meta["param_groups"]]
     except FileNotFoundError:
@@ -368,16 +372,20 @@ def read(path, expected_class, params=None):
     return {"state": state, "param_groups": groups}
 
 
-def _read_buffer(zf, info, file_size, what, param):
+def _read_buffer(zf, info, file_size, what, param, row_counter=False):
     if info.compress_type != zipfile.ZIP_STORED and param is None:
         raise _Invalid(f"{what} is a compressed member and the optimizer's parameters are "
                        "not known, so its size cannot be bounded (adaptopt writes "
                        "uncompressed checkpoints)")
     with zf.open(info) as s:
         shape, fortran, dtype, hb = _read_header(s, what)
-        if dtype not in _ARRAY_DTYPES or dtype.hasobject:
+        if row_counter:  # step_rows' per-row last steps (adaptopt._rows): int64, one per row
+            if dtype != np.dtype(np.int64) or len(shape) != 1 or (
+                    param is not None and shape != param.shape[:1]):
+                raise _Invalid(f"{what} must be an int64 array of one entry per row")
+        elif dtype not in _ARRAY_DTYPES or dtype.hasobject:
             raise _Invalid(f"{what} has dtype {dtype}: a checkpoint holds float32/float64")
-        if param is not None and (dtype != param.dtype or shape != param.shape):
+        elif param is not None and (dtype != param.dtype or shape != param.shape):
             raise _Invalid(f"{what} is an array of dtype {dtype} and shape {shape}, its "
                            f"parameter has dtype {param.dtype} and shape {param.shape}")
         count = _check_member(info, file_size, what, shape, dtype, hb)

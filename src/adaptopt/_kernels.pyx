@@ -14,7 +14,7 @@ from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.long cimport PyLong_AsLongLong, PyLong_AsSsize_t, PyLong_CheckExact
 from cpython.object cimport PyObject, PyObject_RichCompareBool, Py_EQ
 from cpython.tuple cimport PyTuple_GET_ITEM
-from libc.stdint cimport uint64_t
+from libc.stdint cimport int64_t, uint64_t
 cimport numpy as cnp
 
 import numpy as np
@@ -840,4 +840,61 @@ def adafactor_step(int dtype, size_t batch, size_t rows, size_t cols, uint64_t p
         rc = adaptopt_adafactor_step(dtype, batch, rows, cols, <void *>p, <const void *>g,
                                      <void *>row_var, <void *>col_var, <void *>variance, sc,
                                      nscal, flags, n_threads)
+    return rc
+
+
+cdef extern from "adaptopt.h" nogil:
+    ctypedef struct adaptopt_rows_catchup:
+        double base[8]
+        int drift
+        double drift_lr, drift_mu
+    int adaptopt_rows_step(int algo, int dtype, size_t n_rows, size_t cols, size_t nbuf,
+                           void **base, size_t n_grads, const int64_t *rows,
+                           const int64_t *order, const int64_t *starts, size_t n_groups,
+                           int64_t *row_step, long long t,
+                           const adaptopt_rows_catchup *catchup, const double *scal,
+                           size_t nscal, int flags, int n_threads)
+
+
+cdef inline int64_t *_i64(object a, Py_ssize_t min_size, str name) except? NULL:
+    if a is None:
+        return NULL
+    return <int64_t *>_data(<cnp.ndarray?>a, cnp.NPY_INT64, min_size, name)
+
+
+def rows_step(int algo, int dtype, size_t n_rows, size_t cols, cnp.ndarray ptr, size_t n_grads,
+              cnp.ndarray rows, order, starts, row_step, long long t, catchup, scal, int flags,
+              int n_threads):
+    """One row-wise step of a 2-D table (csrc/adaptopt.h, adaptopt_rows_step).
+
+    ptr: uint64 buffer addresses (nbuf); rows, order, starts, row_step: int64
+    arrays (order/starts/row_step may be None); catchup: None or (bases
+    (nbuf floats), drift buffer or -1, drift_lr, drift_mu); returns the C
+    error code."""
+    cdef double sc[ADAPTOPT_MAX_NSCAL]
+    cdef adaptopt_rows_catchup cu
+    cdef const adaptopt_rows_catchup *cup = NULL
+    cdef Py_ssize_t k, nscal = len(scal), nbuf = ptr.size
+    cdef int rc
+    if nscal > ADAPTOPT_MAX_NSCAL or nbuf > ADAPTOPT_MAX_NBUF:
+        raise ValueError(f"at most {ADAPTOPT_MAX_NSCAL} scalars and {ADAPTOPT_MAX_NBUF} buffers")
+    for k in range(nscal):
+        sc[k] = scal[k]
+    cdef size_t n_groups = rows.size
+    cdef void **p = <void **>_data(ptr, cnp.NPY_UINT64, nbuf, "ptr")
+    cdef int64_t *r = _i64(rows, 0, "rows")
+    cdef int64_t *o = _i64(order, n_grads, "order")
+    cdef int64_t *s = _i64(starts, n_groups + 1, "starts")
+    cdef int64_t *rs = _i64(row_step, n_rows, "row_step")
+    if catchup is not None:
+        bases, drift, lr, mu = catchup
+        if len(bases) != nbuf:
+            raise ValueError("catchup needs one base per buffer")
+        for k in range(nbuf):
+            cu.base[k] = bases[k]
+        cu.drift, cu.drift_lr, cu.drift_mu = drift, lr, mu
+        cup = &cu
+    with nogil:
+        rc = adaptopt_rows_step(algo, dtype, n_rows, cols, nbuf, p, n_grads, r, o, s, n_groups,
+                                rs, t, cup, sc, nscal, flags, n_threads)
     return rc

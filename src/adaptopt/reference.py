@@ -26,6 +26,8 @@ __all__ = [s.name for s in SPECS + ENTRY_SPECS] + ["lerp"]
 
 
 class _Reference(_base.Optimizer):
+    _rows_reference = True  # step_rows runs the NumPy twin (adaptopt._rows)
+
     def _apply(self, grads, snaps, resolved, batches):
         spec = self.spec
         # Overflow to inf and NaN are results, as in torch and the kernels: no warnings.

@@ -26,8 +26,12 @@ Supported: CPU, strided, contiguous float32/float64/bfloat16/float16
 parameters and gradients (16-bit: float32 arithmetic, state in the
 parameter's dtype as torch.optim, or see the precision keywords
 state_dtype, master_weights, stochastic_rounding, seed: README "Mixed
-precision").  Anything else (CUDA and other devices, complex dtypes,
-non-contiguous tensors, a gradient of another dtype or shape
+precision").  Sparse COO gradients (``nn.Embedding(sparse=True)``): ``SGD``
+(momentum 0) and ``Adagrad`` take them, and ``SparseAdam``
+(torch.optim.SparseAdam's subclass) updates only their rows
+(``adaptopt._sparse_torch``).  Anything else (CUDA and other devices, other
+sparse gradients, complex dtypes, non-contiguous tensors, a gradient of
+another dtype or shape
 or sharing memory with what the step writes) raises ``TypeError`` or
 ``ValueError`` naming the parameter and what to use instead, before anything
 is modified.  ``foreach`` and ``fused`` are accepted with any value (the
@@ -69,8 +73,8 @@ _MAX_PLANS = 64
 # torch.optim classes without fused=True on CPU: the alternative to suggest
 _NO_FUSED = {"RMSprop"}
 _SPARSE_ADVICE = {
-    "Adam": "use torch.optim.SparseAdam for sparse gradients (e.g. nn.Embedding(..., "
-            "sparse=True)), or create the module with sparse=False",
+    "Adam": "use adaptopt.torch.SparseAdam (or torch.optim.SparseAdam) for sparse gradients "
+            "(e.g. nn.Embedding(..., sparse=True)), or create the module with sparse=False",
     "Adagrad": "torch.optim.Adagrad supports sparse gradients (e.g. nn.Embedding(..., "
                "sparse=True)); use it, or create the module with sparse=False",
     "SGD": "torch.optim.SGD supports sparse gradients (e.g. nn.Embedding(..., sparse=True)); "
@@ -445,13 +449,27 @@ class _Fused:
             threads = resolve_threads(self.n_threads)
             done = self._fast_step(threads)
             if not done:
-                plan = self._build()
-                plan.step(threads)
+                self._slow_step(threads)
         self._optimizer_step_code()
         for hook in (*self._optimizer_step_post_hooks.values(),
                      *_optimizer_hooks._global_optimizer_post_hooks.values()):
             hook(self, args, kwargs)
         return loss
+
+    def _slow_step(self, threads):
+        """The step after the fast path declined: sparse gradients (SGD, Adagrad)
+        by the row kernel (_sparse_torch, checked first), the rest by a plan."""
+        sparse = _sparse_torch.split(self) if self.spec.name in _sparse_torch.SPARSE_OK else []
+        hidden = [(item["p"], item["p"].grad) for item in sparse]
+        try:
+            for p, _ in hidden:
+                p.grad = None
+            if not (hidden and self._fast_step(threads)):
+                self._build().step(threads)
+        finally:
+            for p, g in hidden:
+                p.grad = g
+        _sparse_torch.run(self, sparse, threads)
 
     # --- the engine ------------------------------------------------------------
     def _fast_step(self, threads):
@@ -900,3 +918,8 @@ def _make_entry(spec):
 for _spec in ENTRY_SPECS:
     globals()[_spec.name] = _make_entry(_spec)
 del _spec
+
+from . import _sparse_torch  # noqa: E402  (it reads this module's checks)
+from ._sparse_torch import SparseAdam  # noqa: E402
+
+__all__ += ["SparseAdam"]
