@@ -183,7 +183,8 @@ class SparseAdam(torch.optim.SparseAdam):
     ``adaptopt._sparse_torch``).
     """
 
-    spec = types.SimpleNamespace(name="SparseAdam", torch="SparseAdam", entry="rows")  # for the messages; entry: float32/64 only
+    # for the messages; entry (not None): float32/float64 parameters only
+    spec = types.SimpleNamespace(name="SparseAdam", torch="SparseAdam", entry="rows")
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, maximize=False, *,
                  n_threads=None):
