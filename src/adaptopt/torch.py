@@ -278,9 +278,10 @@ class _Fused:
         try:
             gi = len(self.param_groups) - 1
             group = self.param_groups[gi]
-            if self.spec.entry is None:
+            if self.spec.entry is None:  # only options set: torch.optim's group layout
                 for k, v in self._precision_defaults.items():
-                    group.setdefault(k, v)
+                    if v != _PRECISION[k]:
+                        group.setdefault(k, v)
             self._check_group(group, f"param_groups[{gi}]: ")
             for k, p in enumerate(group["params"]):
                 if _param_problem(type(self), p, "") is not None:
