@@ -98,6 +98,17 @@ int adaptopt_adafactor_step(int dtype, size_t batch, size_t rows, size_t cols,
                             void *variance, const double *scal, size_t nscal, int flags,
                             int n_threads);
 
+/* 8-bit state (csrc/quant.c; the spec: adaptopt._quant).  x has n float32
+ * values, codes n uint8, absmax one float32 per block of ADAPTOPT_Q8_BLOCK
+ * (256) elements from x[0] (ceil(n/256)).  is_signed: the signed map (first
+ * moments) or the unsigned one; stochastic: stochastic rounding with the
+ * random bits of element i, fmix32((uint32)i*0x9E3779B9 ^ (uint32)(i>>32)*0x85EBCA77
+ * ^ key), else nearest.  Bitwise the same on every ISA and thread count. */
+int adaptopt_q8_quantize(const float *x, size_t n, uint8_t *codes, float *absmax,
+                         int is_signed, int stochastic, uint32_t key, int n_threads);
+int adaptopt_q8_dequantize(const uint8_t *codes, const float *absmax, size_t n, float *x,
+                           int is_signed, int n_threads);
+
 /* Which kernels run: ADAPTOPT_ISA_*; set returns an error code.  The ISA,
  * the thresholds and the thread cap may be set while other threads step:
  * each step reads each of them once, atomically. */
