@@ -41,6 +41,13 @@ typedef struct {
                   int stochastic, uint32_t key, uint64_t index0);
 } adaptopt_q8_fns;
 
+/* The staging layer for one compute type (staging.c.inc): f over the
+ * elements [off, off+n) of one array whose buffers b (and aux) are stored
+ * as st says. */
+typedef void (*adaptopt_staged_fn)(adaptopt_seg_fn f, void *const *b, void *const *aux,
+                                   size_t nbuf, size_t off, size_t n, const void *sc,
+                                   int flags, const adaptopt_staging *st, uint64_t array_id);
+
 /* One ISA's kernels: per algorithm (algorithms.h order) and dtype, the
  * benchmark-only roofline kernel per dtype, Adafactor's loops and the 8-bit
  * state's block codecs. */
@@ -49,6 +56,7 @@ typedef struct {
     adaptopt_seg_fn roofline[ADAPTOPT_N_DTYPES];
     adaptopt_adafactor_fns adafactor[ADAPTOPT_N_DTYPES];
     adaptopt_q8_fns q8;
+    adaptopt_staged_fn staged[ADAPTOPT_N_DTYPES];
 } adaptopt_table;
 
 extern const adaptopt_table adaptopt_table_scalar;

@@ -34,6 +34,18 @@ cdef extern from "adaptopt.h" nogil:
                       size_t nscal, int flags, int n_threads)
     int adaptopt_roofline(int dtype, size_t n_arrays, void **ptr, const size_t *offsets,
                           int n_rw, int n_threads)
+    ctypedef struct adaptopt_staging:
+        int compute
+        unsigned char storage[8]
+        unsigned char stochastic[8]
+        int mirror, mirror_stochastic
+        uint64_t seed, step
+        const uint64_t *array_ids
+        double grad_div, grad_mul
+        int grad_writeback
+    int adaptopt_step_staged(int algo, const adaptopt_staging *st, size_t n_arrays, size_t nbuf,
+                             void **ptr, void **aux, const size_t *offsets, const double *scal,
+                             size_t nscal, int flags, int n_threads)
     int adaptopt_get_isa()
     int adaptopt_set_isa(int isa)
     int adaptopt_isa_compiled(int isa)
@@ -49,6 +61,8 @@ cdef extern from "adaptopt.h" nogil:
     enum:
         ADAPTOPT_N_ALGOS, ADAPTOPT_N_ISAS, ADAPTOPT_MAX_NSCAL, ADAPTOPT_MAX_NBUF
         ADAPTOPT_OK, ADAPTOPT_EINVAL, ADAPTOPT_ENOISA, ADAPTOPT_ECPU
+        ADAPTOPT_STORE_COMPUTE, ADAPTOPT_STORE_F32, ADAPTOPT_STORE_F64, ADAPTOPT_STORE_BF16
+        ADAPTOPT_STORE_F16, ADAPTOPT_BLOCK
 
 
 def _algorithms():
@@ -103,6 +117,75 @@ def step(int algo, int dtype, cnp.ndarray ptr, size_t nbuf, cnp.ndarray offsets,
     cdef void **p = <void **>_data(ptr, cnp.NPY_UINT64, n_arrays * nbuf, "ptr")
     with nogil:
         rc = adaptopt_step(algo, dtype, n_arrays, nbuf, p, off, sc, nscal, flags, n_threads)
+    return rc
+
+
+STORE_COMPUTE, STORE_F32, STORE_F64, STORE_BF16, STORE_F16 = (
+    ADAPTOPT_STORE_COMPUTE, ADAPTOPT_STORE_F32, ADAPTOPT_STORE_F64, ADAPTOPT_STORE_BF16,
+    ADAPTOPT_STORE_F16)
+BLOCK = ADAPTOPT_BLOCK
+
+
+cdef class Staging:
+    """An adaptopt_staging (csrc/adaptopt.h): how each buffer of a kernel
+    call is stored, its rounding, the master weight's copy, the gradient's
+    scaling.  storage and stochastic: one entry per buffer."""
+    cdef adaptopt_staging st
+    cdef cnp.ndarray _ids
+
+    def __init__(self, int compute, storage, stochastic=(), int mirror=0,
+                 bint mirror_stochastic=False, uint64_t seed=0, array_ids=None):
+        cdef Py_ssize_t k
+        if len(storage) > ADAPTOPT_MAX_NBUF or len(stochastic) > ADAPTOPT_MAX_NBUF:
+            raise ValueError(f"at most {ADAPTOPT_MAX_NBUF} buffers")
+        self.st.compute = compute
+        for k in range(ADAPTOPT_MAX_NBUF):
+            self.st.storage[k] = storage[k] if k < len(storage) else 0
+            self.st.stochastic[k] = bool(stochastic[k]) if k < len(stochastic) else 0
+        self.st.mirror, self.st.mirror_stochastic = mirror, mirror_stochastic
+        self.st.seed, self.st.step = seed, 0
+        self.st.grad_div, self.st.grad_mul, self.st.grad_writeback = 0.0, 1.0, 0
+        self._ids = None
+        self.st.array_ids = NULL
+        if array_ids is not None:
+            self._ids = np.ascontiguousarray(array_ids, dtype=np.uint64)
+            self.st.array_ids = <const uint64_t *>cnp.PyArray_DATA(self._ids)
+
+    def scale(self, double grad_div=0.0, double grad_mul=1.0, bint writeback=False):
+        """The gradient's scaling for the next calls: g / grad_div (0: none) * grad_mul."""
+        self.st.grad_div, self.st.grad_mul, self.st.grad_writeback = grad_div, grad_mul, writeback
+
+    @property
+    def step(self):
+        return self.st.step
+
+    @step.setter
+    def step(self, uint64_t t):
+        self.st.step = t
+
+
+def step_staged(int algo, Staging st, cnp.ndarray ptr, aux, size_t nbuf, cnp.ndarray offsets,
+                scal, int flags, int n_threads):
+    """step() over staged buffers (adaptopt_step_staged); aux: uint64 addresses,
+    nbuf per array, or None.  Returns the C error code."""
+    cdef double sc[ADAPTOPT_MAX_NSCAL]
+    cdef Py_ssize_t k, nscal = len(scal)
+    cdef int rc
+    if nscal > ADAPTOPT_MAX_NSCAL:
+        raise ValueError(f"at most {ADAPTOPT_MAX_NSCAL} scalars")
+    for k in range(nscal):
+        sc[k] = scal[k]
+    cdef size_t n_arrays = offsets.size - 1 if offsets.size else 0
+    cdef size_t *off = <size_t *>_data(offsets, cnp.NPY_UINTP, 1, "offsets")
+    cdef void **p = <void **>_data(ptr, cnp.NPY_UINT64, n_arrays * nbuf, "ptr")
+    cdef void **a = NULL
+    if aux is not None:
+        a = <void **>_data(aux, cnp.NPY_UINT64, n_arrays * nbuf, "aux")
+    if st.st.array_ids != NULL and st._ids.size < <Py_ssize_t>n_arrays:
+        raise ValueError("array_ids: one per array")
+    with nogil:
+        rc = adaptopt_step_staged(algo, &st.st, n_arrays, nbuf, p, a, off, sc, nscal, flags,
+                                  n_threads)
     return rc
 
 
@@ -193,6 +276,13 @@ cdef class Batch:
     the expected value; step_pack is (array, positions, views) of 'step'.
     index[r] (NumPy rows): the row's position in the gradient list and its
     key in the state mapping.
+
+    Staged rows (stage(): 16-bit or mixed storage, a master weight): keys[0]
+    may name a state buffer (the float32 master), and aux buffers are held
+    and checked like the others: akeys[k] the state key of buffer k's aux
+    array ("" for the parameter itself: a master weight's 16-bit copy),
+    aobjs[r*nbuf + k] the arrays.  gdtype: the gradient's dtype when it is
+    not the parameter's (NumPy: a numpy dtype; torch: a torch dtype).
     """
     cdef readonly int algo, dtype, nbuf, n, kind
     cdef public int flags
@@ -208,8 +298,14 @@ cdef class Batch:
     cdef public long long t
     cdef public object step_pack
     cdef public bint has_step
-    cdef readonly object dtype_obj
+    cdef readonly object dtype_obj, gdtype_obj
     cdef int typenum
+    cdef readonly Staging staging
+    cdef readonly tuple akeys, sdtype
+    cdef readonly list aobjs
+    cdef cnp.ndarray _aptr, _anb
+    cdef uint64_t *aptr
+    cdef uint64_t *anb
 
     def __init__(self, int kind, int algo, int dtype, tuple keys, list objs, list states,
                  ptrs, nbytes, sizes, list index=None, dtype_obj=None, list shapes=None):
@@ -236,8 +332,35 @@ cdef class Batch:
         self.t, self.step_pack, self.has_step = 1, None, True
         self.dtype_obj = dtype_obj
         self.typenum = cnp.PyArray_TYPE(<cnp.ndarray>objs[0]) if kind == _NUMPY and self.n else -1
+        self.gdtype_obj = dtype_obj
         self.nscal = 0
         self.flags = 0
+        self.staging = None
+        self.akeys = None
+        self.aobjs = None
+        self.aptr = self.anb = NULL
+
+    def stage(self, Staging staging, gdtype=None, tuple akeys=None, list aobjs=None,
+              tuple sdtype=None):
+        """Make the rows staged: the kernel call is adaptopt_step_staged.
+        gdtype: the gradient's dtype if not the parameter's; akeys/aobjs: the
+        aux buffers (see the class docstring); sdtype (torch rows): each
+        buffer's dtype."""
+        self.staging = staging
+        self.sdtype = sdtype
+        if gdtype is not None:
+            self.gdtype_obj = gdtype
+            if self.kind == _NUMPY:
+                self.typenum = (<cnp.dtype>np.dtype(gdtype)).type_num
+        if akeys is not None:
+            if len(akeys) != self.nbuf or len(aobjs) != self.n * self.nbuf:
+                raise ValueError("akeys: nbuf entries; aobjs: n * nbuf")
+            self.akeys, self.aobjs = akeys, aobjs
+            self._aptr = np.array([0 if a is None else _address_of(a, self.kind)
+                                   for a in aobjs], dtype=np.uint64)
+            self._anb = np.array([0 if a is None else a.nbytes for a in aobjs], dtype=np.uint64)
+            self.aptr = <uint64_t *>cnp.PyArray_DATA(self._aptr)
+            self.anb = <uint64_t *>cnp.PyArray_DATA(self._anb)
 
     def set_scalars(self, int flags, fixed, tuple positions=(), tuple step_values=()):
         """The next call's flags and scalars: fixed (kernel order), with
@@ -252,6 +375,30 @@ cdef class Batch:
                 self.sc[k] = fixed[k]
         self.nscal = m
         self.flags = flags
+
+    cdef bint _aux_hold(self, Py_ssize_t r, object st) except -1:
+        """Row r's aux buffers are the objects, addresses and sizes of the table."""
+        cdef Py_ssize_t k, j = r * self.nbuf
+        cdef PyObject *b
+        cdef object a, key
+        for k in range(self.nbuf):
+            key = self.akeys[k]
+            if key is None:
+                continue
+            a = <object>PyList_GET_ITEM(self.aobjs, j + k)
+            if key != "":
+                b = PyDict_GetItem(st, key)
+                if b == NULL or <object>b is not a:
+                    return False
+            if self.kind == _TORCH:
+                if (<uint64_t>a.data_ptr() != self.aptr[j + k]
+                        or <uint64_t>a.nbytes != self.anb[j + k]):
+                    return False
+            elif (<uint64_t>cnp.PyArray_DATA(<cnp.ndarray>a) != self.aptr[j + k]
+                    or <uint64_t>cnp.PyArray_NBYTES(<cnp.ndarray>a) != self.anb[j + k]
+                    or not cnp.PyArray_ISWRITEABLE(<cnp.ndarray>a)):
+                return False
+        return True
 
     def check_numpy(self, grads, Spans spans, dict state_map):
         """-1 when every row and its gradient are what the table needs (the
@@ -278,7 +425,7 @@ cdef class Batch:
             st = PyDict_GetItem(state_map, <object>PyList_GET_ITEM(self.index, r))
             if st == NULL or st != PyList_GET_ITEM(self.states, r):
                 return r
-            for k in range(2, self.nbuf):
+            for k in range(self.nbuf):
                 key = self.keys[k]
                 if key is None:
                     continue
@@ -290,6 +437,8 @@ cdef class Batch:
                         or <uint64_t>cnp.PyArray_NBYTES(a) != self.nb[j + k]
                         or not cnp.PyArray_ISWRITEABLE(a)):
                     return r
+            if self.akeys is not None and not self._aux_hold(r, <object>st):
+                return r
             if self.has_step:
                 b = PyDict_GetItem(<object>st, "step")
                 if b == NULL or not PyLong_CheckExact(<object>b) or \
@@ -334,7 +483,7 @@ cdef class Batch:
                     or <uint64_t>p.nbytes != self.nb[j]):
                 return r
             st = <object>PyList_GET_ITEM(self.states, r)
-            for k in range(2, self.nbuf):
+            for k in range(self.nbuf):
                 key = self.keys[k]
                 if key is None:
                     continue
@@ -342,9 +491,14 @@ cdef class Batch:
                 if b == NULL or b != PyList_GET_ITEM(self.objs, j + k):
                     return r
                 t = <object>b
-                if (<uint64_t>t.data_ptr() != self.ptr[j + k] or t.dtype is not dt
+                if (<uint64_t>t.data_ptr() != self.ptr[j + k]
+                        or t.dtype is not (dt if self.staging is None else self.sdtype[k])
                         or <uint64_t>t.nbytes != self.nb[j + k]):
                     return r
+            if self.akeys is not None and not self._aux_hold(r, st):
+                return r
+            if self.aobjs is not None and self.akeys[0] == "":
+                p = <object>PyList_GET_ITEM(self.aobjs, j)  # the parameter: its grad
             if self.step_pack is not None:
                 b = PyDict_GetItem(st, "step")
                 if b == NULL or b != PyList_GET_ITEM(self.step_pack[2], r):
@@ -356,12 +510,13 @@ cdef class Batch:
             g = p.grad
             # dense, on the CPU, p's dtype and shape, contiguous: then its size
             # is p's (a lazily negated view is refused when the plan is made)
-            if (g is None or g.layout is not strided or not g.is_cpu or g.dtype is not dt
+            if (g is None or g.layout is not strided or not g.is_cpu
+                    or g.dtype is not self.gdtype_obj
                     or g.shape != <object>PyList_GET_ITEM(self.shapes, r)
                     or not g.is_contiguous()):
                 return r
             lo = <uint64_t>g.data_ptr()
-            hi = lo + self.nb[j]
+            hi = lo + <uint64_t>g.nbytes
             if _spans_hit(spans.s, spans.e, spans.m, lo, hi):
                 return r
             self.ptr[j + 1] = lo
@@ -372,6 +527,12 @@ cdef class Batch:
             if not _pack_holds(pk[1], pk[2], pk[4]):
                 return 0
         return -1
+
+
+cdef inline uint64_t _address_of(object a, int kind) except? 0:
+    if kind == _TORCH:
+        return <uint64_t>a.data_ptr()
+    return <uint64_t>cnp.PyArray_DATA(<cnp.ndarray>a)
 
 
 cdef bint _pack_holds(cnp.ndarray arr, object pos, double want):
@@ -422,7 +583,13 @@ def run(list batches, int n_threads):
     cdef tuple c, pk
     cdef object t
     for b in batches:
-        if b.off[b.n] < 16384:  # a few microseconds at most: keep the GIL
+        if b.staging is not None:
+            b.staging.st.step = b.t
+            with nogil:
+                rc = adaptopt_step_staged(b.algo, &b.staging.st, b.n, b.nbuf, <void **>b.ptr,
+                                          <void **>b.aptr, b.off, b.sc, b.nscal, b.flags,
+                                          n_threads)
+        elif b.off[b.n] < 16384:  # a few microseconds at most: keep the GIL
             rc = adaptopt_step(b.algo, b.dtype, b.n, b.nbuf, <void **>b.ptr, b.off, b.sc,
                                b.nscal, b.flags, n_threads)
         else:

@@ -20,7 +20,7 @@ takes the general path of ``_base.Optimizer``, which validates everything
 
 import numpy as np
 
-from . import _base, _classes, _engine, _kernels
+from . import _base, _classes, _engine, _kernels, _precision
 from ._config import resolve_threads
 from .algorithms import ENTRY_SPECS, SPECS
 
@@ -77,13 +77,15 @@ class _Fast(_base.Optimizer):
     def _apply(self, grads, snaps, resolved, batches):
         spec = self.spec
         plan = _engine.Plan(_counters)
-        for (gi, dtype, t, s, first), idx in batches.items():
+        for (gi, dtypes, t, s, first), idx in batches.items():
             h = resolved[gi, t]
+            ty = _precision.types(*map(_precision.name_of, dtypes), h)
             for i in idx:  # buffers the first gradient fills (SGD's momentum)
                 for name in first:
-                    self.state[i][name] = np.empty_like(self._params[i])
+                    self.state[i][name] = np.empty(self._params[i].shape,
+                                                   _precision.numpy_dtype(ty.state))
             extra = _kernels.flag_bits(spec.kernel, spec.first_flag) if first else 0
-            b = self._batch(idx, spec.buffers(h), dtype)
+            b = self._batch(idx, spec.buffers(h), ty, h)
             b.t = t
             plan.add(b, _engine.Work(snaps[gi], dict(s) if s else None, extra, h))
         plan.spans = self._owned_spans(self._params, self.state, self._used(grads, snaps))
@@ -95,20 +97,35 @@ class _Fast(_base.Optimizer):
             self._plans.clear()
         self._plans[_kernels.none_mask(grads)] = self._last = plan
 
-    def _batch(self, idx, names, dtype):
-        """The compiled Batch of parameters idx with state buffers names."""
+    def _batch(self, idx, names, ty, h):
+        """The compiled Batch of parameters idx with state buffers names and
+        types ty (an _precision.Types)."""
         spec = self.spec
-        keys = (None, None) + tuple(n if n in names else None for n in spec.kernel_buffers)
+        keys = ((_precision.MASTER if ty.master else None, None)
+                + tuple(n if n in names else None for n in spec.kernel_buffers))
         objs, states = [], []
         for i in idx:
             st = self.state[i]
             states.append(st)
-            objs += [self._params[i], None] + [st[k] if k else None for k in keys[2:]]
+            objs += [st[keys[0]] if keys[0] else self._params[i], None]
+            objs += [st[k] if k else None for k in keys[2:]]
         ptrs = [0 if a is None else _address(a) for a in objs]
         nbytes = [0 if a is None else a.nbytes for a in objs]
-        return _kernels.Batch(_kernels.KIND_NUMPY, spec.code, _DTYPE_CODE[dtype], keys, objs,
-                              states, ptrs, nbytes, [self._params[i].size for i in idx],
-                              index=list(idx))
+        b = _kernels.Batch(_kernels.KIND_NUMPY, spec.code, _DTYPE_CODE[np.dtype(ty.compute)],
+                           keys, objs, states, ptrs, nbytes, [self._params[i].size for i in idx],
+                           index=list(idx))
+        if ty.staged:
+            compute, storage, stochastic, mirror = _precision.storage_codes(ty, len(keys))
+            staging = _kernels.Staging(compute, storage, stochastic, mirror,
+                                       ty.stochastic and ty.master, h["seed"], array_ids=idx)
+            aobjs = None
+            if ty.master:
+                aobjs = []
+                for i in idx:
+                    aobjs += [self._params[i]] + [None] * (len(keys) - 1)
+            b.stage(staging, _precision.numpy_dtype(ty.grad),
+                    ("",) + (None,) * (len(keys) - 1) if ty.master else None, aobjs)
+        return b
 
 
 class _Entry(_base.Optimizer):

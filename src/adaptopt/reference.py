@@ -18,7 +18,7 @@ and writes parameters and state in place.
 
 import numpy as np
 
-from . import _base, _classes
+from . import _base, _classes, _precision
 from .algorithms import ENTRY_SPECS, SPECS
 from .algorithms._common import lerp
 
@@ -35,7 +35,11 @@ class _Reference(_base.Optimizer):
                 new_s = spec.advance(h, t, dict(s)) if spec.advance else None
                 for i in idx:
                     st = self.state[i]
-                    spec.update(self._params[i], grads[i], st, t, h)
+                    p, g = self._params[i], grads[i]
+                    if spec.entry is None and self._types(p, h, g).staged:
+                        _precision.reference_step(spec, p, g, st, t, h, i)
+                    else:
+                        spec.update(p, g, st, t, h)
                     st["step"] = t
                     if new_s:
                         st.update(new_s)
