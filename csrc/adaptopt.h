@@ -74,7 +74,9 @@ int adaptopt_step(int algo, int dtype, size_t n_arrays, size_t nbuf,
 enum adaptopt_storage {
     ADAPTOPT_STORE_COMPUTE = 0,
     ADAPTOPT_STORE_F32, ADAPTOPT_STORE_F64, ADAPTOPT_STORE_BF16, ADAPTOPT_STORE_F16,
-    ADAPTOPT_STORE_Q8_SIGNED, ADAPTOPT_STORE_Q8_UNSIGNED,  /* reserved: 8-bit block state */
+    /* 8-bit block state (state buffers, float32 compute): uint8 codes, aux[k]
+     * its float32 absmax per 256-block; quant.c.inc, adaptopt._quant */
+    ADAPTOPT_STORE_Q8_SIGNED, ADAPTOPT_STORE_Q8_UNSIGNED,
     ADAPTOPT_N_STORAGES
 };
 #define ADAPTOPT_BLOCK 256  /* staging block, from each array's start */

@@ -53,8 +53,10 @@ bit; their tables (``csrc/quant.h``) are generated from this module by
 
 import numpy as np
 
+from ._rounding import sr_bits  # noqa: F401  (the stochastic bits: sr_bits(key, n, start))
+
 __all__ = ["BLOCK", "MIN_SIZE", "MAP_S", "MAP_U", "ZERO_CODE", "dynamic_map", "quantize",
-           "dequantize", "n_blocks", "element_bits"]
+           "dequantize", "n_blocks"]
 
 BLOCK = 256
 MIN_SIZE = 4096
@@ -95,25 +97,6 @@ MAP_S = dynamic_map(True)
 MAP_U = dynamic_map(False)
 ZERO_CODE = {True: 127, False: 0}
 assert np.array_equal(-MAP_S[127::-1], MAP_S[127:255])  # the negatives mirror the positives
-
-
-def _fmix32(x):
-    x = x ^ (x >> np.uint32(16))
-    x = x * np.uint32(0x85EBCA6B)
-    x = x ^ (x >> np.uint32(13))
-    x = x * np.uint32(0xC2B2AE35)
-    return x ^ (x >> np.uint32(16))
-
-
-def element_bits(key, n, start=0):
-    """The stochastic-rounding bits of elements start .. start+n-1 of an array
-    (STAGING.md): ``fmix32((uint32)i * 0x9E3779B9 ^ (uint32)(i >> 32) * 0x85EBCA77 ^ key)``."""
-    i = np.arange(start, start + n, dtype=np.uint64)
-    lo = (i & np.uint64(0xFFFFFFFF)).astype(np.uint32)
-    hi = (i >> np.uint64(32)).astype(np.uint32)
-    with np.errstate(over="ignore"):
-        return _fmix32((lo * np.uint32(0x9E3779B9)) ^ (hi * np.uint32(0x85EBCA77))
-                       ^ np.uint32(key))
 
 
 def magnitudes(signed):
@@ -160,25 +143,6 @@ def _codes(y, signed, bits):
     return np.where(neg, 127 - qn, 127 + qp).astype(np.uint8)
 
 
-def quantize_block(x, signed, bits=None):
-    """(codes uint8, absmax float32) of one block x (float32, at most 256 values).
-
-    ``bits``: None for nearest rounding, else the elements' uint32 random bits
-    (stochastic rounding)."""
-    x = np.asarray(x, dtype=_f32)
-    zero = np.full(x.size, ZERO_CODE[bool(signed)], np.uint8)
-    if x.size == 0:
-        return zero, _f32(0)
-    if not np.all(np.isfinite(x)):
-        return zero, _NAN_BITS.view(_f32)
-    A = np.max(np.abs(x))
-    if A == 0:
-        return zero, _f32(0)
-    with np.errstate(under="ignore"):
-        y = x / A
-    return _codes(y, bool(signed), None if bits is None else np.asarray(bits, np.uint32)), A
-
-
 def quantize(x, signed, bits=None):
     """(codes, absmax) of a float32 array x, block by block (see the module docstring).
 
@@ -196,13 +160,21 @@ def quantize(x, signed, bits=None):
     codes : ndarray of uint8, x's shape
     absmax : ndarray of float32, ``n_blocks(x.size)`` values
     """
+    signed = bool(signed)
     flat = np.ascontiguousarray(x, dtype=_f32).reshape(-1)
-    codes = np.empty(flat.size, np.uint8)
-    absmax = np.empty(n_blocks(flat.size), _f32)
-    for b in range(absmax.size):
-        s = slice(b * BLOCK, (b + 1) * BLOCK)
-        codes[s], absmax[b] = quantize_block(flat[s], signed, None if bits is None
-                                             else np.asarray(bits).reshape(-1)[s])
+    n, nb = flat.size, n_blocks(flat.size)
+    blocks = np.zeros(nb * BLOCK, _f32)       # the last block padded with zeros:
+    blocks[:n] = flat                         # |0| changes no absmax, its codes are dropped
+    blocks = blocks.reshape(nb, BLOCK)
+    finite = np.all(np.isfinite(blocks), axis=1)
+    A = np.max(np.abs(np.where(finite[:, None], blocks, 0)), axis=1, initial=_f32(0))
+    ok = finite & (A > 0)
+    with np.errstate(divide="ignore", invalid="ignore", under="ignore"):
+        y = (blocks / np.where(ok, A, _f32(1))[:, None]).reshape(-1)[:n]
+    r = None if bits is None else np.asarray(bits, np.uint32).reshape(-1)[:n]
+    codes = np.where(np.repeat(ok, BLOCK)[:n], _codes(y, signed, r),
+                     ZERO_CODE[signed]).astype(np.uint8)
+    absmax = np.where(finite, A, _NAN_BITS.view(_f32)).astype(_f32)
     return codes.reshape(np.shape(x)), absmax
 
 
