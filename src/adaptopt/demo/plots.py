@@ -180,4 +180,6 @@ PLOTS = {
     "bias-correction": plot_bias_correction,
     "weight-decay": plot_weight_decay,
     "ill-conditioned": plot_ill_conditioned,
+    "state-precision": lambda r, path: __import__("adaptopt.demo.precision",
+                                                  fromlist=["plot"]).plot(r, path),
 }

@@ -161,4 +161,6 @@ TABLES = {
     "bias-correction": bias_correction,
     "weight-decay": weight_decay,
     "ill-conditioned": ill_conditioned,
+    "state-precision": lambda r: __import__("adaptopt.demo.precision",
+                                            fromlist=["table"]).table(r),
 }
