@@ -5,6 +5,7 @@
  * kernels are the ones tests/test_parity.py holds to the NumPy reference.
  * Prints its verdict on the serial port, then powers bochs off. */
 #include "internal.h"
+#include "convert.h"
 
 void *memcpy(void *d, const void *s, size_t n) { char *a = d; const char *b = s; while (n--) *a++ = *b++; return d; }
 void *memmove(void *d, const void *s, size_t n) {
@@ -113,6 +114,71 @@ void kmain(void) {
                     puts_("MISMATCH algo "); putn(algo); puts_(" dtype "); putn(dt);
                     puts_(" flags "); putn(flags); puts_(" variant "); putn(variant);
                     puts_(" n "); putn((long)n); puts_(" buffer "); putn(k); puts_("\n");
+                }
+                bad++;
+            }
+        }
+        used = mark;
+    }
+    /* The staging layer (16-bit storage, master weights, stochastic
+     * rounding, gradient scaling) over every algorithm's float32 kernel. */
+    static const struct { unsigned char p, g, s, sr; int mirror; double div, mul; } cfg[] = {
+        {ADAPTOPT_STORE_BF16, ADAPTOPT_STORE_BF16, ADAPTOPT_STORE_BF16, 0, 0, 0.0, 1.0},
+        {ADAPTOPT_STORE_F16, ADAPTOPT_STORE_F16, ADAPTOPT_STORE_F16, 1, 0, 0.0, 1.0},
+        {ADAPTOPT_STORE_BF16, ADAPTOPT_STORE_BF16, ADAPTOPT_STORE_BF16, 1, 0, 1024.0, 0.5},
+        {ADAPTOPT_STORE_COMPUTE, ADAPTOPT_STORE_BF16, ADAPTOPT_STORE_COMPUTE, 1,
+         ADAPTOPT_STORE_F16, 0.0, 1.0},
+        {ADAPTOPT_STORE_COMPUTE, ADAPTOPT_STORE_F16, ADAPTOPT_STORE_F16, 0,
+         ADAPTOPT_STORE_BF16, 0.0, 1.0},
+    };
+    static const size_t ssizes[] = {1, 17, 255, 256, 257, 600};
+    for (int algo = 0; algo < ADAPTOPT_N_ALGOS; algo++)
+    for (size_t c = 0; c < sizeof cfg / sizeof *cfg; c++)
+    for (int flags = 0; flags < nflags[algo]; flags += 1 + (nflags[algo] > 8))
+    for (size_t si = 0; si < sizeof ssizes / sizeof *ssizes; si++) {
+        size_t n = ssizes[si], mark = used;
+        adaptopt_staging st = {0};
+        st.compute = ADAPTOPT_FLOAT32;
+        st.seed = 12345; st.step = 7; st.grad_div = cfg[c].div; st.grad_mul = cfg[c].mul;
+        st.mirror = cfg[c].mirror; st.mirror_stochastic = cfg[c].sr && cfg[c].mirror;
+        void *a[ADAPTOPT_MAX_NBUF], *b[ADAPTOPT_MAX_NBUF], *ma = 0, *mb = 0;
+        size_t es[ADAPTOPT_MAX_NBUF];
+        for (int k = 0; k < nbuf[algo]; k++) {
+            int sk = k == 0 ? cfg[c].p : k == 1 ? cfg[c].g : cfg[c].s;
+            st.storage[k] = (unsigned char)sk;
+            st.stochastic[k] = (unsigned char)(k != 1 && cfg[c].sr && sk != ADAPTOPT_STORE_COMPUTE);
+            es[k] = sk == ADAPTOPT_STORE_COMPUTE ? 4 : 2;
+            a[k] = alloc(n * es[k] + 64);
+            b[k] = alloc(n * es[k] + 64);
+            for (size_t j = 0; j < n; j++) {
+                float v = (float)value(k >= 2);
+                if (es[k] == 4) ((float *)a[k])[j] = v;
+                else ((unsigned short *)a[k])[j] = sk == ADAPTOPT_STORE_BF16
+                    ? adaptopt_f32_to_bf16(v) : adaptopt_f32_to_f16(v);
+            }
+            memcpy(b[k], a[k], n * es[k]);
+        }
+        void *auxa[ADAPTOPT_MAX_NBUF] = {0}, *auxb[ADAPTOPT_MAX_NBUF] = {0};
+        if (st.mirror) {
+            auxa[0] = ma = alloc(2 * n + 64);
+            auxb[0] = mb = alloc(2 * n + 64);
+            memset(ma, 0, 2 * n); memset(mb, 0, 2 * n);
+        }
+        float u[ADAPTOPT_MAX_NSCAL];
+        for (int k = 0; k < ADAPTOPT_MAX_NSCAL; k++) u[k] = (float)scalars[0][k];
+        adaptopt_table_scalar.staged[0](adaptopt_table_scalar.step[algo][0], (void *const *)a,
+                                        auxa, (size_t)nbuf[algo], 0, n, u, flags, &st, 3);
+        adaptopt_table_avx512.staged[0](adaptopt_table_avx512.step[algo][0], (void *const *)b,
+                                        auxb, (size_t)nbuf[algo], 0, n, u, flags, &st, 3);
+        for (int k = 0; k <= nbuf[algo]; k++) {
+            int diff = k < nbuf[algo] ? memcmp(a[k], b[k], n * es[k])
+                                      : (st.mirror ? memcmp(ma, mb, 2 * n) : 0);
+            checked++;
+            if (diff) {
+                if (bad < 20) {
+                    puts_("MISMATCH staged algo "); putn(algo); puts_(" config "); putn((long)c);
+                    puts_(" flags "); putn(flags); puts_(" n "); putn((long)n);
+                    puts_(" buffer "); putn(k); puts_("\n");
                 }
                 bad++;
             }

@@ -18,7 +18,7 @@ plain data, with a table maker in ``report`` and a plot maker in ``plots``:
 3. ``quadratic-1d``: the quadratic tutorial's trajectories.
 4. The pitfalls: ``adagrad-collapse``, ``eps-sensitivity``,
    ``bias-correction``, ``weight-decay``, ``ill-conditioned``.
-5. ``state-precision``: float32, bfloat16 and int8 optimizer state side by
+5b. ``state-precision``: float32, bfloat16 and int8 optimizer state side by
    side (digits MLP, seven optimizers; the regression problem).
 """
 
@@ -51,7 +51,9 @@ EXPERIMENTS = {
     "bias-correction": ("4c", "Pitfall: forgetting bias correction", experiments.bias_correction),
     "weight-decay": ("4d", "Pitfall: Adam + L2 vs AdamW", experiments.weight_decay),
     "ill-conditioned": ("4e", "Pitfall: ill-conditioned quadratic", experiments.ill_conditioned),
-    "state-precision": ("5", "Optimizer state in float32, bfloat16 and int8",
+    "low-precision": ("5a", "Small updates on 16-bit weights: master weights, stochastic "
+                      "rounding", experiments.low_precision),
+    "state-precision": ("5b", "Optimizer state in float32, bfloat16 and int8",
                         precision.state_precision),
 }
 #: The experiments' names, in the order the demo runs them.
