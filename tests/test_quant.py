@@ -340,3 +340,24 @@ def test_c_entry_points_reject_bad_sizes():
     assert _kernels.q8_quantize(x, np.empty(300, np.uint8), np.empty(2, F32), True, False, 0,
                                 0) == _kernels.EINVAL
     assert _precision.is_signed("exp_avg") and not _precision.is_signed("exp_avg_sq")
+
+
+def test_torch_dropin_refuses_int8_state_clearly():
+    torch = pytest.importorskip("torch", reason="the torch drop-in")
+    import adaptopt.torch as ot
+    p = torch.nn.Parameter(torch.zeros(5000))
+    with pytest.raises(ValueError, match="state_dtype='int8'.*NumPy API"):
+        ot.Adam([p], state_dtype="int8")
+    opt = ot.Adam([p])
+    with pytest.raises(ValueError, match="state_dtype='int8'"):
+        opt.add_param_group({"params": [torch.nn.Parameter(torch.zeros(3))],
+                             "state_dtype": "int8"})
+
+
+def test_demo_state_precision_quick():
+    pytest.importorskip("sklearn", reason="the digits data ships with scikit-learn")
+    from adaptopt import demo
+    r = demo.run("state-precision", quick=True)
+    accs = {x["state_dtype"]: x["mean_accuracy"] for x in r["digits"]}
+    assert accs["int8"] > 0.5 and abs(accs["int8"] - accs["float32"]) < 0.1
+    assert {x["state_dtype"]: x["W1_state"] for x in r["digits"]}["int8"] == ["uint8"]

@@ -93,7 +93,7 @@ def state_precision(quick=False, seed=42):
     state type, mean over seeds; plain data."""
     precisions, notes = _available_precisions()
     seeds = [seed + k for k in range(1 if quick else 5)]
-    epochs = 2 if quick else 30
+    epochs = 2 if quick else 15
     out = {"seeds": seeds, "epochs": epochs, "precisions": list(precisions), "notes": notes,
            "digits": None, "regression": []}
     try:
