@@ -152,7 +152,7 @@ def plot(r, path):
             ax.bar(np.arange(len(names)) + k * width, acc, width, label=f"state {sd}")
         ax.set_xticks(np.arange(len(names)) + width * (len(r["precisions"]) - 1) / 2, names)
         lo = min(100 * x["mean_accuracy"] for x in r["digits"])
-        ax.set(ylim=(max(0, lo - 5), 100), ylabel="test accuracy (%)")
-        ax.legend(loc="lower right")
+        ax.set(ylim=(max(0, lo - 5), 103), ylabel="test accuracy (%)")
+        ax.legend(loc="upper center", ncol=len(r["precisions"]))
     _save(fig, path, f"Digits MLP: float32 vs bfloat16 vs int8 optimizer state "
                      f"(mean of {len(r['seeds'])} seeds)")
