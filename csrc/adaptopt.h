@@ -74,7 +74,9 @@ int adaptopt_step(int algo, int dtype, size_t n_arrays, size_t nbuf,
 enum adaptopt_storage {
     ADAPTOPT_STORE_COMPUTE = 0,
     ADAPTOPT_STORE_F32, ADAPTOPT_STORE_F64, ADAPTOPT_STORE_BF16, ADAPTOPT_STORE_F16,
-    ADAPTOPT_STORE_Q8_SIGNED, ADAPTOPT_STORE_Q8_UNSIGNED,  /* reserved: 8-bit block state */
+    /* 8-bit block state (state buffers, float32 compute): uint8 codes, aux[k]
+     * its float32 absmax per 256-block; quant.c.inc, adaptopt._quant */
+    ADAPTOPT_STORE_Q8_SIGNED, ADAPTOPT_STORE_Q8_UNSIGNED,
     ADAPTOPT_N_STORAGES
 };
 #define ADAPTOPT_BLOCK 256  /* staging block, from each array's start */
@@ -174,6 +176,17 @@ int adaptopt_rows_step(int algo, int dtype, size_t n_rows, size_t cols, size_t n
                        const int64_t *order, const int64_t *starts, size_t n_groups,
                        int64_t *row_step, long long t, const adaptopt_rows_catchup *catchup,
                        const double *scal, size_t nscal, int flags, int n_threads);
+
+/* 8-bit state (csrc/quant.c; the spec: adaptopt._quant).  x has n float32
+ * values, codes n uint8, absmax one float32 per block of ADAPTOPT_Q8_BLOCK
+ * (256) elements from x[0] (ceil(n/256)).  is_signed: the signed map (first
+ * moments) or the unsigned one; stochastic: stochastic rounding with the
+ * random bits of element i, fmix32((uint32)i*0x9E3779B9 ^ (uint32)(i>>32)*0x85EBCA77
+ * ^ key), else nearest.  Bitwise the same on every ISA and thread count. */
+int adaptopt_q8_quantize(const float *x, size_t n, uint8_t *codes, float *absmax,
+                         int is_signed, int stochastic, uint32_t key, int n_threads);
+int adaptopt_q8_dequantize(const uint8_t *codes, const float *absmax, size_t n, float *x,
+                           int is_signed, int n_threads);
 
 /* Which kernels run: ADAPTOPT_ISA_*; set returns an error code.  The ISA,
  * the thresholds and the thread cap may be set while other threads step:

@@ -386,6 +386,20 @@ static int is_16bit(int storage)
     return storage == ADAPTOPT_STORE_BF16 || storage == ADAPTOPT_STORE_F16;
 }
 
+static int is_q8(int storage)
+{
+    return storage == ADAPTOPT_STORE_Q8_SIGNED || storage == ADAPTOPT_STORE_Q8_UNSIGNED;
+}
+
+/* Some buffer is 8-bit (its absmax is aux[k]; threads cut at 256-blocks). */
+static int any_q8(const adaptopt_staging *st, size_t nbuf)
+{
+    for (size_t k = 0; k < nbuf; k++)
+        if (is_q8(st->storage[k]))
+            return 1;
+    return 0;
+}
+
 /* The staging description is one adaptopt_step_staged can run. */
 static int staging_ok(const adaptopt_staging *st, size_t nbuf)
 {
@@ -396,11 +410,11 @@ static int staging_ok(const adaptopt_staging *st, size_t nbuf)
         return 0;
     for (size_t k = 0; k < nbuf; k++) {
         int s = st->storage[k];
-        if (s >= ADAPTOPT_STORE_Q8_SIGNED)  /* reserved */
+        if (s >= ADAPTOPT_N_STORAGES || (is_q8(s) && k < 2))  /* 8-bit: state buffers only */
             return 0;
-        if (is_16bit(s) && st->compute != ADAPTOPT_FLOAT32)
+        if ((is_16bit(s) || is_q8(s)) && st->compute != ADAPTOPT_FLOAT32)
             return 0;
-        if (st->stochastic[k] && (k == 1 || !is_16bit(s)))
+        if (st->stochastic[k] && (k == 1 || !(is_16bit(s) || is_q8(s))))
             return 0;
     }
     if (st->mirror && st->compute != ADAPTOPT_FLOAT32)
@@ -415,7 +429,7 @@ int adaptopt_step_staged(int algo, const adaptopt_staging *st, size_t n_arrays, 
     if (algo < 0 || algo >= ADAPTOPT_N_ALGOS
         || nbuf != (size_t)algo_info[algo].nbuf || nscal != (size_t)algo_info[algo].nscal
         || flags < 0 || flags >= (1 << algo_info[algo].nflags) || n_threads < 1
-        || !staging_ok(st, nbuf) || (st->mirror && !aux))
+        || !staging_ok(st, nbuf) || ((st->mirror || any_q8(st, nbuf)) && !aux))
         return ADAPTOPT_EINVAL;
     const adaptopt_table *tab = tables[adaptopt_get_isa()];
     int dtype = st->compute;
@@ -426,7 +440,7 @@ int adaptopt_step_staged(int algo, const adaptopt_staging *st, size_t n_arrays, 
         else
             sc.d[k] = scal[k];
     }
-    stage_call sg = {tab->staged[dtype], st, aux, 1};
+    stage_call sg = {tab->staged[dtype], st, aux, any_q8(st, nbuf) ? ADAPTOPT_BLOCK : 1};
     run_batch(tab->step[algo][dtype], storage_size(st->storage[0], dtype), n_arrays, nbuf, ptr,
               offsets, &sc, flags, clamp_threads(n_threads), adaptopt_get_threshold(algo, dtype),
               &sg);

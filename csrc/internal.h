@@ -34,6 +34,13 @@ typedef struct {
     {af_rows_reduce_##s, af_rows_lerp_##s, af_cols_finish_##s, af_rv_mean_##s, af_sum_##s, \
      af_rows_unorm_##s, af_rows_update_##s, af_vec_reduce_##s, af_vec_update_##s}
 
+/* 8-bit state, one block of <= ADAPTOPT_Q8_BLOCK elements (quant.c.inc). */
+typedef struct {
+    void (*load)(float *dst, const uint8_t *codes, float absmax, size_t n, int is_signed);
+    void (*store)(const float *src, uint8_t *codes, float *absmax, size_t n, int is_signed,
+                  int stochastic, uint32_t key, uint64_t index0);
+} adaptopt_q8_fns;
+
 /* The staging layer for one compute type (staging.c.inc): f over the
  * elements [off, off+n) of one array whose buffers b (and aux) are stored
  * as st says. */
@@ -50,12 +57,13 @@ typedef struct {
 #define ADAPTOPT_ROWS_FNS_(s) {rows_sum_##s, rows_scale_##s, rows_drift_##s}
 
 /* One ISA's kernels: per algorithm (algorithms.h order) and dtype, the
- * benchmark-only roofline kernel per dtype, Adafactor's and the row
- * updates' loops. */
+ * benchmark-only roofline kernel per dtype, Adafactor's loops, the row
+ * updates' loops and the 8-bit state's block codecs. */
 typedef struct {
     adaptopt_seg_fn step[ADAPTOPT_N_ALGOS][ADAPTOPT_N_DTYPES];
     adaptopt_seg_fn roofline[ADAPTOPT_N_DTYPES];
     adaptopt_adafactor_fns adafactor[ADAPTOPT_N_DTYPES];
+    adaptopt_q8_fns q8;
     adaptopt_staged_fn staged[ADAPTOPT_N_DTYPES];
     adaptopt_rows_fns rows[ADAPTOPT_N_DTYPES];
 } adaptopt_table;

@@ -10,7 +10,7 @@ from adaptopt import _kernels
 def bits(a):
     """The array's bytes as unsigned integers: equality means 0 ULP."""
     a = np.ascontiguousarray(a)
-    return a.view({2: np.uint16, 4: np.uint32, 8: np.uint64}[a.dtype.itemsize])
+    return a.view({1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}[a.dtype.itemsize])
 
 
 def assert_bitwise(a, b, what=""):

@@ -382,7 +382,7 @@ def test_params_list_item_replaced():
         p, opt = stepped(steps=2)
         opt.param_groups[0]["params"][0] = np.zeros(10, np.float32)
         assert_used(opt, [grad(10)], fresh=[0])
-        for bad in (np.zeros(N, np.float16), np.zeros(N, np.float64), np.zeros(2 * N, np.float32)[::2],
+        for bad in (np.zeros(N, np.int32), np.zeros(N, np.float64), np.zeros(2 * N, np.float32)[::2],
                     [0.0] * N):
             p, opt = stepped(steps=2)
             opt.param_groups[0]["params"][0] = bad

@@ -55,7 +55,6 @@ def stepped(module, name, **kw):
     (np.zeros(3), TypeError, "wrap it in a list"),
     ([np.zeros(3, dtype=np.int64)], TypeError, r"params\[0\] has unsupported dtype int64"),
     ([np.zeros(3, dtype=np.complex128)], TypeError, "unsupported dtype complex128"),
-    ([np.zeros(3, dtype=np.float16)], TypeError, "unsupported dtype float16"),
     ([np.zeros(3, dtype=object)], TypeError, "unsupported dtype object"),
     ([np.zeros(3, dtype=">f8")], TypeError, "unsupported dtype"),
     ([np.zeros((4, 4))[:, 1]], ValueError, r"params\[0\] must be C-contiguous"),

@@ -21,9 +21,9 @@ import threading
 
 import numpy as np
 
-from . import _engine, _precision
+from . import _engine, _precision, _quant
 from ._config import resolve_threads
-from ._precision import MASTER
+from ._precision import INT8, MASTER, absmax_key
 
 __all__ = ["Optimizer"]
 
@@ -88,6 +88,20 @@ def check_param(name, p):
     if not p.flags.writeable:
         raise ValueError(f"{name} is read-only: parameters are updated in place")
     return p
+
+
+def check_absmax(name, a, p):
+    """An 8-bit buffer's absmax: float32, one value per 256 elements of p, C-contiguous,
+    aligned, writeable."""
+    n = _quant.n_blocks(p.size)
+    if not isinstance(a, np.ndarray) or a.dtype != np.float32 or a.shape != (n,):
+        raise ValueError(f"{name} must be a float32 array of shape ({n},) (one absmax per "
+                         f"256 elements), got {_describe(a)}")
+    if not a.flags.writeable:
+        raise ValueError(f"{name} is read-only: state buffers are updated in place")
+    if not (a.flags.c_contiguous and a.flags.aligned):
+        raise ValueError(f"{name} must be C-contiguous and aligned")
+    return a
 
 
 def check_buffer(name, b, p, dtype=None):
@@ -375,6 +389,7 @@ class Optimizer:
         shaped = tuple(self.spec.entry["buffers"]) if self.spec.entry else ()
         for gi, group in enumerate(self.param_groups):
             names = self.spec.buffers(snaps[gi].hyper) + shaped + (MASTER,)
+            names += tuple(absmax_key(n) for n in names)  # int8 state
             for i in range(base, base + len(group["params"])):
                 if grads[i] is not None:
                     used[i] = names
@@ -403,7 +418,8 @@ class Optimizer:
                     raise TypeError(f"grads[{i}] has dtype {g.dtype}, params[{i}] has "
                                     f"{p.dtype}: no silent cast is made")
                 _precision.types(_precision.name_of(p.dtype), _precision.name_of(g.dtype),
-                                 snaps[group_of[i]].hyper, f"grads[{i}]")
+                                 snaps[group_of[i]].hyper, f"grads[{i}]",
+                                 pwhere=f"params[{i}]")
             if g.shape != p.shape:
                 raise ValueError(f"grads[{i}] has shape {g.shape}, params[{i}] has {p.shape}")
             if not g.flags.c_contiguous:
@@ -435,6 +451,8 @@ class Optimizer:
         for k in self.spec.buffers(h):
             if k in st:
                 check_buffer(f"{where}[{k!r}]", st[k], p, sdt)
+                if ty.state == INT8:
+                    check_absmax(f"{where}[{absmax_key(k)!r}]", st.get(absmax_key(k)), p)
         if MASTER in st:
             check_buffer(f"{where}[{MASTER!r}]", st[MASTER], p, np.dtype(np.float32))
         elif ty.master and st.get("step", 0):
@@ -456,7 +474,8 @@ class Optimizer:
     def _types(self, p, h, g=None):
         """The types of a step of p (an _precision.Types)."""
         return _precision.types(_precision.name_of(p.dtype),
-                                None if g is None else _precision.name_of(g.dtype), h)
+                                None if g is None else _precision.name_of(g.dtype), h,
+                                size=p.size)
 
     def _ensure_state(self, i, h):
         """Create parameter i's missing state, as torch does (lazily): the step
@@ -473,6 +492,14 @@ class Optimizer:
             init = self.spec.init.get(name)
             if name in st or init == "grad":
                 continue
+            if ty is not None and ty.state == INT8:
+                codes, absmax = _quant.quantize(
+                    np.full(p.shape, init(h) if init is not None else 0, np.float32),
+                    _precision.is_signed(name))
+                st[name] = staggered_copy(codes, 1 + sum(isinstance(v, np.ndarray)
+                                                         for v in st.values()))
+                st[absmax_key(name)] = absmax
+                continue
             buf = (np.full(p.shape, init(h), dtype=sdt) if init is not None
                    else np.zeros(p.shape, dtype=sdt))
             st[name] = staggered_copy(buf, 1 + sum(isinstance(v, np.ndarray) for v in st.values()))
@@ -488,8 +515,12 @@ class Optimizer:
         raise NotImplementedError
 
     # --- state_dict
-    def state_dict(self):
-        """Plain data in torch's layout; buffers are copies."""
+    def state_dict(self, dequantize=False):
+        """Plain data in torch's layout; buffers are copies.
+
+        dequantize: low-precision state buffers (int8 codes with their
+        absmax, bfloat16, float16) are given as float32 arrays (no absmax
+        keys), a state torch.optim and a float32 adaptopt optimizer load."""
         with self._lock:
             self._sync()
             groups, base = [], 0
@@ -500,6 +531,9 @@ class Optimizer:
                 base += n
             state = {i: {k: (v.copy() if isinstance(v, np.ndarray) else v)
                          for k, v in st.items()} for i, st in self.state.items()}
+            if dequantize:
+                state = {i: _precision.dequantized(st, self.spec.all_buffers)
+                         for i, st in state.items()}
             return {"state": state, "param_groups": copy.deepcopy(groups)}
 
     def load_state_dict(self, state_dict):
@@ -562,7 +596,7 @@ class Optimizer:
         state = {}
         from . import _rows
         known = ({"step", MASTER} | set(self.spec.all_buffers) | set(self.spec.scalar_state)
-                 | set(_rows.STATE_KEYS))
+                 | set(_rows.STATE_KEYS) | {absmax_key(k) for k in self.spec.all_buffers})
         for key, st in raw.items():
             i = _index(key)
             if i is None or not 0 <= i < len(self._params):
@@ -584,8 +618,13 @@ class Optimizer:
             p = self._params[i]
             ty = self._types(p, hypers[i]) if self.spec.entry is None else None
             clean = {"step": step}
+            if ty is not None:  # int8 <-> float buffers: quantised / dequantised on load
+                st = _precision.converted(st, self.spec.all_buffers, ty, p, where)
             for k, v in st.items():
                 if k == "step":
+                    continue
+                if ty is not None and ty.state == INT8 and k.endswith("_absmax"):
+                    clean[k] = np.array(check_absmax(f"{where}[{k!r}]", v, p), copy=True)
                     continue
                 if k in self.spec.scalar_state:
                     clean[k] = check_real(f"{where}[{k!r}]", v)

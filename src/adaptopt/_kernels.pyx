@@ -62,7 +62,7 @@ cdef extern from "adaptopt.h" nogil:
         ADAPTOPT_N_ALGOS, ADAPTOPT_N_ISAS, ADAPTOPT_MAX_NSCAL, ADAPTOPT_MAX_NBUF
         ADAPTOPT_OK, ADAPTOPT_EINVAL, ADAPTOPT_ENOISA, ADAPTOPT_ECPU
         ADAPTOPT_STORE_COMPUTE, ADAPTOPT_STORE_F32, ADAPTOPT_STORE_F64, ADAPTOPT_STORE_BF16
-        ADAPTOPT_STORE_F16, ADAPTOPT_BLOCK
+        ADAPTOPT_STORE_F16, ADAPTOPT_BLOCK, ADAPTOPT_STORE_Q8_SIGNED, ADAPTOPT_STORE_Q8_UNSIGNED
 
 
 def _algorithms():
@@ -124,6 +124,7 @@ STORE_COMPUTE, STORE_F32, STORE_F64, STORE_BF16, STORE_F16 = (
     ADAPTOPT_STORE_COMPUTE, ADAPTOPT_STORE_F32, ADAPTOPT_STORE_F64, ADAPTOPT_STORE_BF16,
     ADAPTOPT_STORE_F16)
 BLOCK = ADAPTOPT_BLOCK
+STORE_Q8_SIGNED, STORE_Q8_UNSIGNED = ADAPTOPT_STORE_Q8_SIGNED, ADAPTOPT_STORE_Q8_UNSIGNED
 
 
 cdef class Staging:
@@ -897,4 +898,38 @@ def rows_step(int algo, int dtype, size_t n_rows, size_t cols, cnp.ndarray ptr, 
     with nogil:
         rc = adaptopt_rows_step(algo, dtype, n_rows, cols, nbuf, p, n_grads, r, o, s, n_groups,
                                 rs, t, cup, sc, nscal, flags, n_threads)
+    return rc
+
+
+cdef extern from "adaptopt.h" nogil:
+    int adaptopt_q8_quantize(const float *x, size_t n, unsigned char *codes, float *absmax,
+                             int is_signed, int stochastic, unsigned int key, int n_threads)
+    int adaptopt_q8_dequantize(const unsigned char *codes, const float *absmax, size_t n,
+                               float *x, int is_signed, int n_threads)
+
+
+def q8_quantize(const float[::1] x, unsigned char[::1] codes, float[::1] absmax,
+                bint is_signed, bint stochastic, unsigned int key, int n_threads):
+    """8-bit state: x -> codes, absmax (csrc/adaptopt.h); returns the C error code."""
+    if codes.shape[0] != x.shape[0] or absmax.shape[0] != (x.shape[0] + 255) // 256:
+        raise ValueError("q8_quantize: codes must have x's size, absmax one value per 256")
+    cdef int rc
+    with nogil:
+        rc = adaptopt_q8_quantize(&x[0] if x.shape[0] else NULL, x.shape[0],
+                                  &codes[0] if x.shape[0] else NULL,
+                                  &absmax[0] if x.shape[0] else NULL,
+                                  is_signed, stochastic, key, n_threads)
+    return rc
+
+
+def q8_dequantize(const unsigned char[::1] codes, const float[::1] absmax, float[::1] x,
+                  bint is_signed, int n_threads):
+    """8-bit state: codes, absmax -> x (csrc/adaptopt.h); returns the C error code."""
+    if codes.shape[0] != x.shape[0] or absmax.shape[0] != (x.shape[0] + 255) // 256:
+        raise ValueError("q8_dequantize: x must have codes' size, absmax one value per 256")
+    cdef int rc
+    with nogil:
+        rc = adaptopt_q8_dequantize(&codes[0] if x.shape[0] else NULL,
+                                    &absmax[0] if x.shape[0] else NULL, x.shape[0],
+                                    &x[0] if x.shape[0] else NULL, is_signed, n_threads)
     return rc

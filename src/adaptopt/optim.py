@@ -77,17 +77,24 @@ class _Fast(_base.Optimizer):
     def _apply(self, grads, snaps, resolved, batches):
         spec = self.spec
         plan = _engine.Plan(_counters)
-        for (gi, dtypes, t, s, first), idx in batches.items():
+        for (gi, dtypes, t, s, first), rows in batches.items():
             h = resolved[gi, t]
-            ty = _precision.types(*map(_precision.name_of, dtypes), h)
-            for i in idx:  # buffers the first gradient fills (SGD's momentum)
-                for name in first:
-                    self.state[i][name] = np.empty(self._params[i].shape,
-                                                   _precision.numpy_dtype(ty.state))
-            extra = _kernels.flag_bits(spec.kernel, spec.first_flag) if first else 0
-            b = self._batch(idx, spec.buffers(h), ty, h)
-            b.t = t
-            plan.add(b, _engine.Work(snaps[gi], dict(s) if s else None, extra, h))
+            by_type = {}  # int8 state: parameters below its size keep float32 state
+            for i in rows:
+                by_type.setdefault(_precision.types(*map(_precision.name_of, dtypes), h,
+                                                    size=self._params[i].size), []).append(i)
+            for ty, idx in by_type.items():
+                for i in idx:  # buffers the first gradient fills (SGD's momentum)
+                    for name in first:
+                        self.state[i][name] = np.empty(self._params[i].shape,
+                                                       _precision.numpy_dtype(ty.state))
+                        if ty.state == _precision.INT8:
+                            self.state[i][_precision.absmax_key(name)] = np.empty(
+                                -(-self._params[i].size // _kernels.BLOCK), np.float32)
+                extra = _kernels.flag_bits(spec.kernel, spec.first_flag) if first else 0
+                b = self._batch(idx, spec.buffers(h), ty, h)
+                b.t = t
+                plan.add(b, _engine.Work(snaps[gi], dict(s) if s else None, extra, h))
         plan.spans = self._owned_spans(self._params, self.state, self._used(grads, snaps))
         plan.layout = self._layout
         if not _kernels.check_numpy_all(plan.batches, grads, plan.spans.compiled, self.state):
@@ -115,16 +122,22 @@ class _Fast(_base.Optimizer):
                            keys, objs, states, ptrs, nbytes, [self._params[i].size for i in idx],
                            index=list(idx))
         if ty.staged:
-            compute, storage, stochastic, mirror = _precision.storage_codes(ty, len(keys))
+            compute, storage, stochastic, mirror = _precision.storage_codes(
+                ty, len(keys), spec.kernel_buffers)
             staging = _kernels.Staging(compute, storage, stochastic, mirror,
                                        ty.stochastic and ty.master, h["seed"], array_ids=idx)
+            # aux arrays: the master's 16-bit parameter (""), an int8 buffer's absmax
+            q8 = ty.state == _precision.INT8
+            akeys = (("" if ty.master else None, None)
+                     + tuple(_precision.absmax_key(k) if k and q8 else None for k in keys[2:]))
             aobjs = None
-            if ty.master:
+            if ty.master or q8:
                 aobjs = []
                 for i in idx:
-                    aobjs += [self._params[i]] + [None] * (len(keys) - 1)
+                    aobjs += [self._params[i] if k == "" else self.state[i][k] if k else None
+                              for k in akeys]
             b.stage(staging, _precision.numpy_dtype(ty.grad),
-                    ("",) + (None,) * (len(keys) - 1) if ty.master else None, aobjs)
+                    akeys if aobjs is not None else None, aobjs)
         return b
 
 

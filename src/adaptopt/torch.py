@@ -314,9 +314,14 @@ class _Fused:
         """The group's hyperparameters as the Spec checks them (raises)."""
         clean = self._clean(group, where)
         try:
-            return self.spec.checked(clean, type(self).__name__)
+            h = self.spec.checked(clean, type(self).__name__)
         except (TypeError, ValueError) as e:
             raise type(e)(f"{where}{e}") from None
+        if h.get("state_dtype") == _precision.INT8:
+            raise ValueError(f"{where}state_dtype='int8' (8-bit state) is not in the torch "
+                             "drop-in yet: use the NumPy API (adaptopt.Adam etc.), or "
+                             "state_dtype='bfloat16'")
+        return h
 
     def __getstate__(self):
         return {**super().__getstate__(), "n_threads": self.n_threads}
@@ -775,7 +780,7 @@ def _make(spec):
             prec = {k: kwargs.pop(k, v) for k, v in _PRECISION.items()}
             self._precision_defaults = {k: spec.hyper[k].check(k, v) for k, v in prec.items()}
             base.__init__(self, *args, **kwargs)
-            self.defaults.update(prec)
+            self.defaults.update({k: v for k, v in prec.items() if v != _PRECISION[k]})
             if spec.eager_state:  # torch's Adagrad made its state in the parameter's dtype
                 for group in self.param_groups:
                     h = self._check_group(group)
@@ -792,7 +797,11 @@ def _make(spec):
             del a["self"]
             params = a.pop("params")
             defaults = {**a, **{k: h.default for k, h in spec.hyper.items() if not h.public}}
-            spec.checked({k: _plain(v) for k, v in defaults.items()}, spec.name)
+            checked = spec.checked({k: _plain(v) for k, v in defaults.items()}, spec.name)
+            if checked.get("state_dtype") == _precision.INT8:
+                raise ValueError("state_dtype='int8' (8-bit state) is not in the torch drop-in "
+                                 "yet: use the NumPy API (adaptopt.Adam etc.), or "
+                                 "state_dtype='bfloat16'")
             torch.optim.Optimizer.__init__(self, params, defaults)
         self._adaptopt_init(n_threads)
 

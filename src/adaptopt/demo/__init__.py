@@ -18,6 +18,8 @@ plain data, with a table maker in ``report`` and a plot maker in ``plots``:
 3. ``quadratic-1d``: the quadratic tutorial's trajectories.
 4. The pitfalls: ``adagrad-collapse``, ``eps-sensitivity``,
    ``bias-correction``, ``weight-decay``, ``ill-conditioned``.
+5b. ``state-precision``: float32, bfloat16 and int8 optimizer state side by
+   side (digits MLP, seven optimizers; the regression problem).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from . import experiments, plots, report
+from . import experiments, plots, precision, report
 from .plots import MISSING_HINT, have_matplotlib
 from .tutorials import QUADRATIC_TUTORIAL, REGRESSION_TUTORIAL
 
@@ -51,6 +53,8 @@ EXPERIMENTS = {
     "ill-conditioned": ("4e", "Pitfall: ill-conditioned quadratic", experiments.ill_conditioned),
     "low-precision": ("5a", "Small updates on 16-bit weights: master weights, stochastic "
                       "rounding", experiments.low_precision),
+    "state-precision": ("5b", "Optimizer state in float32, bfloat16 and int8",
+                        precision.state_precision),
 }
 #: The experiments' names, in the order the demo runs them.
 NAMES = tuple(EXPERIMENTS)

@@ -191,4 +191,6 @@ PLOTS = {
     "weight-decay": plot_weight_decay,
     "ill-conditioned": plot_ill_conditioned,
     "low-precision": plot_low_precision,
+    "state-precision": lambda r, path: __import__("adaptopt.demo.precision",
+                                                  fromlist=["plot"]).plot(r, path),
 }

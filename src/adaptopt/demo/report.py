@@ -174,4 +174,6 @@ TABLES = {
     "weight-decay": weight_decay,
     "ill-conditioned": ill_conditioned,
     "low-precision": low_precision,
+    "state-precision": lambda r: __import__("adaptopt.demo.precision",
+                                            fromlist=["table"]).table(r),
 }
