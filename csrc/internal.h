@@ -35,16 +35,21 @@ typedef struct {
      af_rows_unorm_##s, af_rows_update_##s, af_vec_reduce_##s, af_vec_update_##s}
 
 /* One ISA's kernels: per algorithm (algorithms.h order) and dtype, the
- * benchmark-only roofline kernel per dtype, and Adafactor's loops. */
+ * benchmark-only roofline kernel per dtype, Adafactor's loops and the
+ * gradient norm's block sum. */
 typedef struct {
     adaptopt_seg_fn step[ADAPTOPT_N_ALGOS][ADAPTOPT_N_DTYPES];
     adaptopt_seg_fn roofline[ADAPTOPT_N_DTYPES];
     adaptopt_adafactor_fns adafactor[ADAPTOPT_N_DTYPES];
+    /* gradnorm.c.inc: sum of squares of one block in float64; *bad = 1 if non-finite */
+    double (*sumsq[ADAPTOPT_N_DTYPES])(const void *x, size_t n, int *bad);
 } adaptopt_table;
 
 extern const adaptopt_table adaptopt_table_scalar;
 extern const adaptopt_table adaptopt_table_avx2;
 extern const adaptopt_table adaptopt_table_avx512;
+/* The table of a compiled ISA (the scalar one for any other value). */
+const adaptopt_table *adaptopt_table_of(int isa);
 
 #define ADAPTOPT_CAT_(a, b) a##b
 #define ADAPTOPT_CAT(a, b) ADAPTOPT_CAT_(a, b)

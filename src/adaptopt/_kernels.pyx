@@ -674,3 +674,34 @@ def adafactor_step(int dtype, size_t batch, size_t rows, size_t cols, uint64_t p
                                      <void *>row_var, <void *>col_var, <void *>variance, sc,
                                      nscal, flags, n_threads)
     return rc
+
+
+cdef extern from "adaptopt.h" nogil:
+    int adaptopt_grad_sumsq(size_t n_arrays, const int *dtypes, const void *const *ptr,
+                            const size_t *offsets, int n_threads, double *sumsq, int *nonfinite)
+    enum:
+        ADAPTOPT_GRADNORM_BLOCK, ADAPTOPT_GRADNORM_THRESHOLD
+
+GRADNORM_BLOCK, GRADNORM_THRESHOLD = ADAPTOPT_GRADNORM_BLOCK, ADAPTOPT_GRADNORM_THRESHOLD
+
+
+def grad_sumsq(cnp.ndarray ptr, cnp.ndarray dtypes, cnp.ndarray offsets, int n_threads):
+    """The global gradient norm's reduction (csrc/adaptopt.h): (code, sum of
+    squares in float64, 1 if any element is inf or NaN).  ptr: uint64
+    addresses, dtypes: intc codes, one each per array; offsets: uintp,
+    n_arrays + 1."""
+    cdef size_t n_arrays = offsets.size - 1 if offsets.size else 0
+    cdef size_t *off = <size_t *>_data(offsets, cnp.NPY_UINTP, 1, "offsets")
+    cdef void **p = <void **>_data(ptr, cnp.NPY_UINT64, n_arrays, "ptr")
+    cdef int *dt = <int *>_data(dtypes, cnp.NPY_INT, n_arrays, "dtypes")
+    cdef double s = 0
+    cdef int bad = 0, rc
+    if n_arrays == 0:
+        return adaptopt_grad_sumsq(0, NULL, NULL, off, n_threads, &s, &bad), s, bad
+    if off[n_arrays] < 65536:
+        rc = adaptopt_grad_sumsq(n_arrays, dt, <const void *const *>p, off, n_threads, &s, &bad)
+    else:
+        with nogil:
+            rc = adaptopt_grad_sumsq(n_arrays, dt, <const void *const *>p, off, n_threads, &s,
+                                     &bad)
+    return rc, s, bad
