@@ -21,7 +21,7 @@ import threading
 
 import numpy as np
 
-from . import _engine
+from . import _amp, _engine
 from ._config import resolve_threads
 
 __all__ = ["Optimizer"]
@@ -253,16 +253,83 @@ class Optimizer:
         return _engine.sorted_spans(spans)
 
     # --- one step
-    def step(self, grads):
+    def step(self, grads, grad_scale=None, max_grad_norm=None):
         """Update every parameter whose gradient is not None, in place.
 
         ``grads`` has one entry per parameter, in the order the parameters
         are held (over all groups).  Thread-safe: concurrent calls on one
         optimizer are serialised by a lock.
+
+        Parameters
+        ----------
+        grads : list or tuple of ndarray or None
+            One gradient per parameter (None: that parameter is not updated);
+            never written.
+        grad_scale : float, optional
+            The loss scale the gradients were multiplied by (mixed-precision
+            training): the update uses ``g / grad_scale``, divided on the fly.
+        max_grad_norm : float, optional
+            Clip the global 2-norm of the (unscaled) gradients of the step to
+            this value, as ``torch.nn.utils.clip_grad_norm_`` defines it: the
+            update uses ``g * coef``, ``coef = max_grad_norm / (norm + 1e-6)``
+            when that is < 1.
+
+        Returns
+        -------
+        StepResult or None
+            None when neither ``grad_scale`` nor ``max_grad_norm`` is given
+            (the gradients are then used as they are: an inf or NaN
+            propagates into the parameter, as in torch).  Otherwise
+            ``StepResult(norm, stepped)``: the global norm of the unscaled
+            gradients (one fused reduction pass over them, float64, bitwise
+            the same for any thread count and SIMD path) and whether the
+            step was taken.  A gradient holding an inf or NaN anywhere (a
+            norm that is not finite) skips the step: parameters, state and
+            step counts are left exactly as they were.  The norm's definition
+            and precision: the user guide's *Mixed precision and clipping*.
         """
+        if grad_scale is None and max_grad_norm is None:
+            with self._lock:
+                if not self._step_fast(grads):
+                    self._step_general(grads)
+            return None
+        scale, max_norm = _amp.check_scale(grad_scale), _amp.check_max_norm(max_grad_norm)
         with self._lock:
-            if not self._step_fast(grads):
-                self._step_general(grads)
+            present = self._checked_for_amp(grads)
+            norm, stepped, div, mul = _amp.scalars(self._sumsq(present), scale, max_norm)
+            if stepped:
+                self._step_scaled(grads, div, mul)
+            return _amp.StepResult(norm, stepped)
+
+    def _checked_for_amp(self, grads):
+        """The gradients that are not None, once everything a step with grads
+        would use is valid (raises, changing nothing, if not)."""
+        if not self._fast_valid(grads):
+            saved = self.state, self._params, self._layout
+            try:
+                self._validate(grads)
+            except BaseException:
+                self.state, self._params, self._layout = saved
+                self._plans.clear()
+                self._last = None
+                raise
+        return [g for g in grads if g is not None]
+
+    def _fast_valid(self, grads):
+        """True when a cached plan proves grads valid (compiled checks)."""
+        return False
+
+    def _sumsq(self, grads):
+        """The sum of squares of every element of grads (see _amp.sumsq)."""
+        return _amp.sumsq(grads)
+
+    def _step_scaled(self, grads, div, mul):
+        """The step with each gradient g replaced by _amp.unscaled(g, div, mul)."""
+        if div or mul != 1.0:
+            with np.errstate(all="ignore"):
+                grads = [None if g is None else _amp.unscaled(g, div, mul) for g in grads]
+        if not self._step_fast(grads):
+            self._step_general(grads)
 
     def _step_fast(self, grads):
         """A shortcut for the common case; False: take the general path."""

@@ -40,7 +40,33 @@ def _counters(batch, work, new_s):
     batch.counters = [(k, work.s[k], new_s[k]) for k in work.s]
 
 
+def _sumsq(self, grads):
+    """_amp.sumsq in one compiled, threaded pass (csrc/gradnorm.c)."""
+    n = len(grads)
+    ptr = np.empty(n, dtype=np.uint64)
+    _kernels.fill_pointers(grads, ptr, 0, 1)
+    codes = np.fromiter((_DTYPE_CODE[g.dtype] for g in grads), dtype=np.intc, count=n)
+    offsets = np.zeros(n + 1, dtype=np.uintp)
+    np.cumsum(np.fromiter((g.size for g in grads), dtype=np.uintp, count=n), out=offsets[1:])
+    rc, s, _ = _kernels.grad_sumsq(ptr, codes, offsets, resolve_threads(self.n_threads))
+    if rc != _kernels.OK:
+        raise MemoryError("adaptopt: no memory for the gradient norm's block sums") \
+            if rc == -4 else RuntimeError(f"adaptopt gradient norm failed with code {rc}")
+    return s
+
+
 class _Fast(_base.Optimizer):
+    _sumsq = _sumsq
+
+    def _fast_valid(self, grads):
+        plan = self._last
+        if (plan is None or (type(grads) is not list and type(grads) is not tuple)
+                or type(self.state) is not dict or len(grads) != len(self._params)):
+            return False
+        given = sum(g is not None for g in grads)
+        return given == plan.rows and _kernels.fast_check(plan, self.param_groups, grads,
+                                                          self.state)
+
     def _step_fast(self, grads):
         plan = self._last
         if plan is None or (type(grads) is not list and type(grads) is not tuple):
@@ -116,6 +142,8 @@ class _Entry(_base.Optimizer):
     then the update): one call per parameter, every step from the general
     path, which validates every array (the state buffers against the shapes
     the algorithm gives them) before the first call."""
+
+    _sumsq = _sumsq
 
     def _apply(self, grads, snaps, resolved, batches):
         spec, threads = self.spec, resolve_threads(self.n_threads)
