@@ -55,6 +55,45 @@ int adaptopt_step(int algo, int dtype, size_t n_arrays, size_t nbuf,
                   void *const *ptr, const size_t *offsets,
                   const double *scal, size_t nscal, int flags, int n_threads);
 
+/* Staged steps: the same algorithms over buffers stored in another type
+ * than the arithmetic's (16-bit parameters, gradients and state, float32
+ * gradients into float64 parameters, float32 master weights with a 16-bit
+ * copy), with the gradient unscaled and clipped on the fly -- all in the one
+ * pass (staging.c.inc says how).
+ *
+ * compute: the arithmetic's type (ADAPTOPT_FLOAT32 / FLOAT64), in which the
+ * scalars are cast.  storage[k]: how buffer k is stored (COMPUTE: in that
+ * type).  16-bit storage needs float32 arithmetic.  stochastic[k]: buffer k
+ * (p or state, 16-bit) is stored with stochastic rounding (convert.h: the
+ * bits hash seed, step, array_ids[i] and k).  mirror: 0, or the 16-bit
+ * storage of aux[i*nbuf + 0], written from the new p (p: the float32
+ * master).  grad_div: 0, or g = g / grad_div; grad_mul: 1, or g = g *
+ * grad_mul after it; grad_writeback: the scaled g is stored back (torch's
+ * fused AMP leaves the unscaled gradient in .grad), the one case where g is
+ * written.  aux: nbuf pointers per array, or NULL when no buffer needs one. */
+enum adaptopt_storage {
+    ADAPTOPT_STORE_COMPUTE = 0,
+    ADAPTOPT_STORE_F32, ADAPTOPT_STORE_F64, ADAPTOPT_STORE_BF16, ADAPTOPT_STORE_F16,
+    ADAPTOPT_STORE_Q8_SIGNED, ADAPTOPT_STORE_Q8_UNSIGNED,  /* reserved: 8-bit block state */
+    ADAPTOPT_N_STORAGES
+};
+#define ADAPTOPT_BLOCK 256  /* staging block, from each array's start */
+
+typedef struct {
+    int compute;
+    unsigned char storage[ADAPTOPT_MAX_NBUF];
+    unsigned char stochastic[ADAPTOPT_MAX_NBUF];
+    int mirror, mirror_stochastic;
+    uint64_t seed, step;
+    const uint64_t *array_ids;  /* n_arrays; NULL: 0, 1, 2, ... */
+    double grad_div, grad_mul;
+    int grad_writeback;
+} adaptopt_staging;
+
+int adaptopt_step_staged(int algo, const adaptopt_staging *st, size_t n_arrays, size_t nbuf,
+                         void *const *ptr, void *const *aux, const size_t *offsets,
+                         const double *scal, size_t nscal, int flags, int n_threads);
+
 /* Benchmarks only: the cheapest kernel with an optimizer's memory traffic.
  * Buffer 1 is read; buffers 0 and 2..n_rw are read and written (x += r);
  * nbuf is 5 in ptr; runs on the same threads and cuts as adaptopt_step. */

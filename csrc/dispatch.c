@@ -249,13 +249,28 @@ const char *adaptopt_compiler(void)
 #endif
 }
 
+/* A staged call's extras (adaptopt_step_staged); NULL for a plain one. */
+typedef struct {
+    adaptopt_staged_fn fn;
+    const adaptopt_staging *st;
+    void *const *aux;
+    size_t block;  /* cut threads at multiples of this many elements of an array (1: any) */
+} stage_call;
+
 static void run_range(adaptopt_seg_fn f, size_t nbuf, void *const *ptr, const size_t *offsets,
-                      size_t first, size_t lo, size_t hi, const void *sc, int flags)
+                      size_t first, size_t lo, size_t hi, const void *sc, int flags,
+                      const stage_call *sg)
 {
     for (size_t i = first; lo < hi; i++) {
         size_t end = offsets[i + 1] < hi ? offsets[i + 1] : hi;
-        if (end > lo)
-            f(ptr + i * nbuf, lo - offsets[i], end - lo, sc, flags);
+        if (end > lo) {
+            if (sg)
+                sg->fn(f, ptr + i * nbuf, sg->aux ? sg->aux + i * nbuf : NULL, nbuf,
+                       lo - offsets[i], end - lo, sc, flags, sg->st,
+                       sg->st->array_ids ? sg->st->array_ids[i] : (uint64_t)i);
+            else
+                f(ptr + i * nbuf, lo - offsets[i], end - lo, sc, flags);
+        }
         lo = end;
     }
 }
@@ -274,12 +289,18 @@ static size_t find_array(const size_t *offsets, size_t n_arrays, size_t x)
 
 /* Thread t's first element, cut at a cache line of the parameter array. */
 static size_t cut(void *const *ptr, size_t nbuf, const size_t *offsets, size_t n_arrays,
-                  size_t esize, int t, int nt, size_t *array)
+                  size_t esize, size_t block, int t, int nt, size_t *array)
 {
     size_t total = offsets[n_arrays];
     size_t x = total / nt * t + (total % nt) * t / nt;
     size_t i = find_array(offsets, n_arrays, x);
-    if (t > 0) {
+    if (t > 0 && block > 1) {
+        size_t r = (x - offsets[i]) % block;
+        if (r)
+            x += block - r;
+        if (x > offsets[i + 1])
+            x = offsets[i + 1];
+    } else if (t > 0) {
         size_t misalign = ((uintptr_t)ptr[i * nbuf] + (x - offsets[i]) * esize) % 64;
         if (misalign && misalign % esize == 0)
             x += (64 - misalign) / esize;
@@ -293,29 +314,29 @@ static size_t cut(void *const *ptr, size_t nbuf, const size_t *offsets, size_t n
 
 /* Run f over a batch: serially below threshold, else one parallel region
  * (n_threads already clamped to >= 1). */
-static void run_batch(adaptopt_seg_fn f, int dtype, size_t n_arrays, size_t nbuf,
+static void run_batch(adaptopt_seg_fn f, size_t esize, size_t n_arrays, size_t nbuf,
                       void *const *ptr, const size_t *offsets, const void *sc, int flags,
-                      int n_threads, size_t threshold)
+                      int n_threads, size_t threshold, const stage_call *sg)
 {
     size_t total = offsets[n_arrays];
 #ifdef _OPENMP
     if (n_threads > 1 && total >= threshold && total > 1) {
-        size_t esize = dtype == ADAPTOPT_FLOAT32 ? sizeof(float) : sizeof(double);
+        size_t block = sg ? sg->block : 1;
 #pragma omp parallel num_threads(n_threads)
         {
             int t = omp_get_thread_num(), nt = omp_get_num_threads();
             size_t first, last;
-            size_t lo = cut(ptr, nbuf, offsets, n_arrays, esize, t, nt, &first);
-            size_t hi = t + 1 < nt ? cut(ptr, nbuf, offsets, n_arrays, esize, t + 1, nt, &last)
-                                   : total;
-            run_range(f, nbuf, ptr, offsets, first, lo, hi, sc, flags);
+            size_t lo = cut(ptr, nbuf, offsets, n_arrays, esize, block, t, nt, &first);
+            size_t hi = t + 1 < nt
+                ? cut(ptr, nbuf, offsets, n_arrays, esize, block, t + 1, nt, &last) : total;
+            run_range(f, nbuf, ptr, offsets, first, lo, hi, sc, flags, sg);
         }
         return;
     }
 #else
-    (void)n_threads; (void)threshold; (void)dtype;
+    (void)n_threads; (void)threshold; (void)esize;
 #endif
-    run_range(f, nbuf, ptr, offsets, 0, 0, total, sc, flags);
+    run_range(f, nbuf, ptr, offsets, 0, 0, total, sc, flags, sg);
 }
 
 /* Never more threads than CPUs: an unbounded count crashes libgomp
@@ -343,8 +364,72 @@ int adaptopt_step(int algo, int dtype, size_t n_arrays, size_t nbuf,
         else
             sc.d[k] = scal[k];
     }
-    run_batch(f, dtype, n_arrays, nbuf, ptr, offsets, &sc, flags, clamp_threads(n_threads),
-              adaptopt_get_threshold(algo, dtype));
+    run_batch(f, dtype == ADAPTOPT_FLOAT32 ? sizeof(float) : sizeof(double), n_arrays, nbuf,
+              ptr, offsets, &sc, flags, clamp_threads(n_threads),
+              adaptopt_get_threshold(algo, dtype), NULL);
+    return ADAPTOPT_OK;
+}
+
+static size_t storage_size(int storage, int compute)
+{
+    switch (storage) {
+    case ADAPTOPT_STORE_F32: return 4;
+    case ADAPTOPT_STORE_F64: return 8;
+    case ADAPTOPT_STORE_BF16: case ADAPTOPT_STORE_F16: return 2;
+    case ADAPTOPT_STORE_COMPUTE: return compute == ADAPTOPT_FLOAT32 ? 4 : 8;
+    default: return 1;
+    }
+}
+
+static int is_16bit(int storage)
+{
+    return storage == ADAPTOPT_STORE_BF16 || storage == ADAPTOPT_STORE_F16;
+}
+
+/* The staging description is one adaptopt_step_staged can run. */
+static int staging_ok(const adaptopt_staging *st, size_t nbuf)
+{
+    if (!st || (st->compute != ADAPTOPT_FLOAT32 && st->compute != ADAPTOPT_FLOAT64)
+        || st->grad_div != st->grad_div || st->grad_mul != st->grad_mul
+        || (st->mirror && (!is_16bit(st->mirror) || st->storage[0] != ADAPTOPT_STORE_COMPUTE))
+        || (st->mirror_stochastic && !st->mirror))
+        return 0;
+    for (size_t k = 0; k < nbuf; k++) {
+        int s = st->storage[k];
+        if (s >= ADAPTOPT_STORE_Q8_SIGNED)  /* reserved */
+            return 0;
+        if (is_16bit(s) && st->compute != ADAPTOPT_FLOAT32)
+            return 0;
+        if (st->stochastic[k] && (k == 1 || !is_16bit(s)))
+            return 0;
+    }
+    if (st->mirror && st->compute != ADAPTOPT_FLOAT32)
+        return 0;
+    return 1;
+}
+
+int adaptopt_step_staged(int algo, const adaptopt_staging *st, size_t n_arrays, size_t nbuf,
+                         void *const *ptr, void *const *aux, const size_t *offsets,
+                         const double *scal, size_t nscal, int flags, int n_threads)
+{
+    if (algo < 0 || algo >= ADAPTOPT_N_ALGOS
+        || nbuf != (size_t)algo_info[algo].nbuf || nscal != (size_t)algo_info[algo].nscal
+        || flags < 0 || flags >= (1 << algo_info[algo].nflags) || n_threads < 1
+        || !staging_ok(st, nbuf) || (st->mirror && !aux))
+        return ADAPTOPT_EINVAL;
+    const adaptopt_table *tab = tables[adaptopt_get_isa()];
+    int dtype = st->compute;
+    union { float f[ADAPTOPT_MAX_NSCAL]; double d[ADAPTOPT_MAX_NSCAL]; } sc;
+    for (size_t k = 0; k < nscal; k++) {
+        if (dtype == ADAPTOPT_FLOAT32)
+            sc.f[k] = (float)scal[k];
+        else
+            sc.d[k] = scal[k];
+    }
+    stage_call sg = {tab->staged[dtype], st, aux, 1};
+    run_batch(tab->step[algo][dtype], storage_size(st->storage[0], dtype), n_arrays, nbuf, ptr,
+              offsets, &sc, flags, clamp_threads(n_threads), adaptopt_get_threshold(algo, dtype),
+              &sg);
     return ADAPTOPT_OK;
 }
 
@@ -354,7 +439,7 @@ int adaptopt_roofline(int dtype, size_t n_arrays, void *const *ptr, const size_t
     if (dtype < 0 || dtype >= ADAPTOPT_N_DTYPES || n_rw < 1 || n_rw > 4 || n_threads < 1)
         return ADAPTOPT_EINVAL;
     adaptopt_seg_fn f = tables[adaptopt_get_isa()]->roofline[dtype];
-    run_batch(f, dtype, n_arrays, 5, ptr, offsets, NULL, n_rw - 1, clamp_threads(n_threads),
-              roofline_threshold[dtype]);
+    run_batch(f, dtype == ADAPTOPT_FLOAT32 ? sizeof(float) : sizeof(double), n_arrays, 5, ptr,
+              offsets, NULL, n_rw - 1, clamp_threads(n_threads), roofline_threshold[dtype], NULL);
     return ADAPTOPT_OK;
 }

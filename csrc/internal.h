@@ -34,6 +34,13 @@ typedef struct {
     {af_rows_reduce_##s, af_rows_lerp_##s, af_cols_finish_##s, af_rv_mean_##s, af_sum_##s, \
      af_rows_unorm_##s, af_rows_update_##s, af_vec_reduce_##s, af_vec_update_##s}
 
+/* The staging layer for one compute type (staging.c.inc): f over the
+ * elements [off, off+n) of one array whose buffers b (and aux) are stored
+ * as st says. */
+typedef void (*adaptopt_staged_fn)(adaptopt_seg_fn f, void *const *b, void *const *aux,
+                                   size_t nbuf, size_t off, size_t n, const void *sc,
+                                   int flags, const adaptopt_staging *st, uint64_t array_id);
+
 /* One ISA's kernels: per algorithm (algorithms.h order) and dtype, the
  * benchmark-only roofline kernel per dtype, Adafactor's loops and the
  * gradient norm's block sum. */
@@ -41,6 +48,7 @@ typedef struct {
     adaptopt_seg_fn step[ADAPTOPT_N_ALGOS][ADAPTOPT_N_DTYPES];
     adaptopt_seg_fn roofline[ADAPTOPT_N_DTYPES];
     adaptopt_adafactor_fns adafactor[ADAPTOPT_N_DTYPES];
+    adaptopt_staged_fn staged[ADAPTOPT_N_DTYPES];
     /* gradnorm.c.inc: sum of squares of one block in float64; *bad = 1 if non-finite */
     double (*sumsq[ADAPTOPT_N_DTYPES])(const void *x, size_t n, int *bad);
 } adaptopt_table;

@@ -34,6 +34,18 @@ cdef extern from "adaptopt.h" nogil:
                       size_t nscal, int flags, int n_threads)
     int adaptopt_roofline(int dtype, size_t n_arrays, void **ptr, const size_t *offsets,
                           int n_rw, int n_threads)
+    ctypedef struct adaptopt_staging:
+        int compute
+        unsigned char storage[8]
+        unsigned char stochastic[8]
+        int mirror, mirror_stochastic
+        uint64_t seed, step
+        const uint64_t *array_ids
+        double grad_div, grad_mul
+        int grad_writeback
+    int adaptopt_step_staged(int algo, const adaptopt_staging *st, size_t n_arrays, size_t nbuf,
+                             void **ptr, void **aux, const size_t *offsets, const double *scal,
+                             size_t nscal, int flags, int n_threads)
     int adaptopt_get_isa()
     int adaptopt_set_isa(int isa)
     int adaptopt_isa_compiled(int isa)
@@ -49,6 +61,8 @@ cdef extern from "adaptopt.h" nogil:
     enum:
         ADAPTOPT_N_ALGOS, ADAPTOPT_N_ISAS, ADAPTOPT_MAX_NSCAL, ADAPTOPT_MAX_NBUF
         ADAPTOPT_OK, ADAPTOPT_EINVAL, ADAPTOPT_ENOISA, ADAPTOPT_ECPU
+        ADAPTOPT_STORE_COMPUTE, ADAPTOPT_STORE_F32, ADAPTOPT_STORE_F64, ADAPTOPT_STORE_BF16
+        ADAPTOPT_STORE_F16, ADAPTOPT_BLOCK
 
 
 def _algorithms():
@@ -103,6 +117,75 @@ def step(int algo, int dtype, cnp.ndarray ptr, size_t nbuf, cnp.ndarray offsets,
     cdef void **p = <void **>_data(ptr, cnp.NPY_UINT64, n_arrays * nbuf, "ptr")
     with nogil:
         rc = adaptopt_step(algo, dtype, n_arrays, nbuf, p, off, sc, nscal, flags, n_threads)
+    return rc
+
+
+STORE_COMPUTE, STORE_F32, STORE_F64, STORE_BF16, STORE_F16 = (
+    ADAPTOPT_STORE_COMPUTE, ADAPTOPT_STORE_F32, ADAPTOPT_STORE_F64, ADAPTOPT_STORE_BF16,
+    ADAPTOPT_STORE_F16)
+BLOCK = ADAPTOPT_BLOCK
+
+
+cdef class Staging:
+    """An adaptopt_staging (csrc/adaptopt.h): how each buffer of a kernel
+    call is stored, its rounding, the master weight's copy, the gradient's
+    scaling.  storage and stochastic: one entry per buffer."""
+    cdef adaptopt_staging st
+    cdef cnp.ndarray _ids
+
+    def __init__(self, int compute, storage, stochastic=(), int mirror=0,
+                 bint mirror_stochastic=False, uint64_t seed=0, array_ids=None):
+        cdef Py_ssize_t k
+        if len(storage) > ADAPTOPT_MAX_NBUF or len(stochastic) > ADAPTOPT_MAX_NBUF:
+            raise ValueError(f"at most {ADAPTOPT_MAX_NBUF} buffers")
+        self.st.compute = compute
+        for k in range(ADAPTOPT_MAX_NBUF):
+            self.st.storage[k] = storage[k] if k < len(storage) else 0
+            self.st.stochastic[k] = bool(stochastic[k]) if k < len(stochastic) else 0
+        self.st.mirror, self.st.mirror_stochastic = mirror, mirror_stochastic
+        self.st.seed, self.st.step = seed, 0
+        self.st.grad_div, self.st.grad_mul, self.st.grad_writeback = 0.0, 1.0, 0
+        self._ids = None
+        self.st.array_ids = NULL
+        if array_ids is not None:
+            self._ids = np.ascontiguousarray(array_ids, dtype=np.uint64)
+            self.st.array_ids = <const uint64_t *>cnp.PyArray_DATA(self._ids)
+
+    def scale(self, double grad_div=0.0, double grad_mul=1.0, bint writeback=False):
+        """The gradient's scaling for the next calls: g / grad_div (0: none) * grad_mul."""
+        self.st.grad_div, self.st.grad_mul, self.st.grad_writeback = grad_div, grad_mul, writeback
+
+    @property
+    def step(self):
+        return self.st.step
+
+    @step.setter
+    def step(self, uint64_t t):
+        self.st.step = t
+
+
+def step_staged(int algo, Staging st, cnp.ndarray ptr, aux, size_t nbuf, cnp.ndarray offsets,
+                scal, int flags, int n_threads):
+    """step() over staged buffers (adaptopt_step_staged); aux: uint64 addresses,
+    nbuf per array, or None.  Returns the C error code."""
+    cdef double sc[ADAPTOPT_MAX_NSCAL]
+    cdef Py_ssize_t k, nscal = len(scal)
+    cdef int rc
+    if nscal > ADAPTOPT_MAX_NSCAL:
+        raise ValueError(f"at most {ADAPTOPT_MAX_NSCAL} scalars")
+    for k in range(nscal):
+        sc[k] = scal[k]
+    cdef size_t n_arrays = offsets.size - 1 if offsets.size else 0
+    cdef size_t *off = <size_t *>_data(offsets, cnp.NPY_UINTP, 1, "offsets")
+    cdef void **p = <void **>_data(ptr, cnp.NPY_UINT64, n_arrays * nbuf, "ptr")
+    cdef void **a = NULL
+    if aux is not None:
+        a = <void **>_data(aux, cnp.NPY_UINT64, n_arrays * nbuf, "aux")
+    if st.st.array_ids != NULL and st._ids.size < <Py_ssize_t>n_arrays:
+        raise ValueError("array_ids: one per array")
+    with nogil:
+        rc = adaptopt_step_staged(algo, &st.st, n_arrays, nbuf, p, a, off, sc, nscal, flags,
+                                  n_threads)
     return rc
 
 
