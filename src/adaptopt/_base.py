@@ -331,8 +331,9 @@ class Optimizer:
         if not self._step_fast(grads):
             self._step_general(grads)
 
-    def _step_fast(self, grads):
-        """A shortcut for the common case; False: take the general path."""
+    def _step_fast(self, grads, scale=None):
+        """A shortcut for the common case; False: take the general path.
+        scale: the gradients' scaling done in the kernels (_kernels.run)."""
         return False
 
     def _snapshot(self, gi):
@@ -343,7 +344,7 @@ class Optimizer:
             snap = self._snaps[gi] = _engine.Snapshot(self.spec, group, type(self).__name__)
         return snap
 
-    def _step_general(self, grads):
+    def _step_general(self, grads, scale=None):
         saved = self.state, self._params, self._layout
         try:
             plan = self._validate(grads)
@@ -356,7 +357,7 @@ class Optimizer:
         for (gi, _, t, _, _), idx in batches.items():
             for i in idx:
                 self._ensure_state(i, resolved[gi, t])
-        self._apply(grads, snaps, resolved, batches)
+        self._apply(grads, snaps, resolved, batches, scale)
 
     def _validate(self, grads):
         """Check everything a step with grads will use; change nothing."""
@@ -479,8 +480,9 @@ class Optimizer:
                 if name not in st:
                     st[name] = np.zeros(shape, dtype=p.dtype)
 
-    def _apply(self, grads, snaps, resolved, batches):
-        """Update the batches: {(group, dtype, t, scalar state, first buffers): indices}."""
+    def _apply(self, grads, snaps, resolved, batches, scale=None):
+        """Update the batches: {(group, dtype, t, scalar state, first buffers): indices};
+        scale (the fast classes only): the gradients' scaling done in the kernels."""
         raise NotImplementedError
 
     # --- state_dict

@@ -15,6 +15,7 @@ from cpython.long cimport PyLong_AsLongLong, PyLong_AsSsize_t, PyLong_CheckExact
 from cpython.object cimport PyObject, PyObject_RichCompareBool, Py_EQ
 from cpython.tuple cimport PyTuple_GET_ITEM
 from libc.stdint cimport uint64_t
+from libc.string cimport memset
 cimport numpy as cnp
 
 import numpy as np
@@ -495,23 +496,40 @@ cdef void _pack_write(cnp.ndarray arr, object pos, double value):
             (<double *>data)[k] = value
 
 
-def run(list batches, int n_threads):
+cdef int _call(Batch b, int n_threads, adaptopt_staging *st) noexcept nogil:
+    """One batch's kernel: plain, or staged when st is given (the gradient scaled)."""
+    if st == NULL:
+        return adaptopt_step(b.algo, b.dtype, b.n, b.nbuf, <void **>b.ptr, b.off, b.sc,
+                             b.nscal, b.flags, n_threads)
+    st.compute = b.dtype
+    return adaptopt_step_staged(b.algo, st, b.n, b.nbuf, <void **>b.ptr, NULL, b.off, b.sc,
+                                b.nscal, b.flags, n_threads)
+
+
+def run(list batches, int n_threads, scale=None):
     """Every kernel call of a step, then every counter: one call, no Python
-    code in between.  RuntimeError only if C rejects its arguments, which
-    the engine's checks rule out."""
+    code in between.  scale: None, or (grad_div, grad_mul, writeback): each
+    gradient g is used as g / grad_div (0: not divided) * grad_mul, computed
+    on the fly in the kernel's pass (the staging layer; writeback: the scaled
+    g is stored back into the gradient, torch's fused AMP).  RuntimeError
+    only if C rejects its arguments, which the engine's checks rule out."""
     cdef Batch b
     cdef Py_ssize_t r
     cdef int rc
     cdef tuple c, pk
     cdef object t
+    cdef adaptopt_staging amp
+    cdef adaptopt_staging *st = NULL
+    if scale is not None:
+        memset(&amp, 0, sizeof(amp))
+        amp.grad_div, amp.grad_mul, amp.grad_writeback = scale[0], scale[1], bool(scale[2])
+        st = &amp
     for b in batches:
         if b.off[b.n] < 16384:  # a few microseconds at most: keep the GIL
-            rc = adaptopt_step(b.algo, b.dtype, b.n, b.nbuf, <void **>b.ptr, b.off, b.sc,
-                               b.nscal, b.flags, n_threads)
+            rc = _call(b, n_threads, st)
         else:
             with nogil:
-                rc = adaptopt_step(b.algo, b.dtype, b.n, b.nbuf, <void **>b.ptr, b.off, b.sc,
-                                   b.nscal, b.flags, n_threads)
+                rc = _call(b, n_threads, st)
         if rc != ADAPTOPT_OK:
             raise RuntimeError(f"adaptopt kernel {b.algo} rejected its arguments (code {rc})")
     for b in batches:
@@ -594,7 +612,7 @@ cdef bint _snaps_hold(list snaps) except -1:
     return True
 
 
-def fast_step(plan, groups, grads, dict state_map, int n_threads):
+def fast_step(plan, groups, grads, dict state_map, int n_threads, scale=None):
     """The NumPy front end's whole common step in one call: 1 when it ran;
     0 when the plan does not hold for these arguments (nothing done); 2 when
     it holds but its scalars need Python (a schedule, scalar state): the
@@ -607,11 +625,11 @@ def fast_step(plan, groups, grads, dict state_map, int n_threads):
         return 0
     if not plan.common:
         return 2
-    plan_step(plan, n_threads)
+    plan_step(plan, n_threads, scale)
     return 1
 
 
-def fast_step_torch(plan, groups, list params, strided, int n_threads):
+def fast_step_torch(plan, groups, list params, strided, int n_threads, scale=None):
     """fast_step for the torch front end: params are all the group's
     parameters (the gradients are their .grad)."""
     cdef Py_ssize_t i, given = 0
@@ -621,11 +639,11 @@ def fast_step_torch(plan, groups, list params, strided, int n_threads):
         return 0
     if not plan.common:
         return 2
-    plan_step(plan, n_threads)
+    plan_step(plan, n_threads, scale)
     return 1
 
 
-def plan_step(plan, int n_threads):
+def plan_step(plan, int n_threads, scale=None):
     """Plan.step for the common case (plan.common: no lr schedule, no scalar
     state, no pending first-step flags): each batch's scalars from its
     group's snapshot, then every kernel and counter."""
@@ -647,7 +665,7 @@ def plan_step(plan, int n_threads):
             b.sc[<Py_ssize_t>positions[k]] = values[k]
         b.nscal = len(fixed)
         b.flags = snap.flags
-    run(batches, n_threads)
+    run(batches, n_threads, scale)
 
 
 def none_mask(grads):

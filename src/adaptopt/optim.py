@@ -67,7 +67,13 @@ class _Fast(_base.Optimizer):
         return given == plan.rows and _kernels.fast_check(plan, self.param_groups, grads,
                                                           self.state)
 
-    def _step_fast(self, grads):
+    def _step_scaled(self, grads, div, mul):
+        """The gradients unscaled and clipped in the update's pass (no copies)."""
+        scale = (div, mul, False) if div or mul != 1.0 else None
+        if not self._step_fast(grads, scale):
+            self._step_general(grads, scale)
+
+    def _step_fast(self, grads, scale=None):
         plan = self._last
         if plan is None or (type(grads) is not list and type(grads) is not tuple):
             return False
@@ -75,18 +81,18 @@ class _Fast(_base.Optimizer):
         if type(state) is not dict or len(grads) != len(self._params):
             return False
         done = _kernels.fast_step(plan, self.param_groups, grads, state,
-                                  resolve_threads(self.n_threads))
+                                  resolve_threads(self.n_threads), scale)
         if not done:  # another subset's plan, or one whose counts other plans moved
             plan = self._plans.get(_kernels.none_mask(grads))
             if plan is None or not plan.resync(self._read_counters):
                 return False
             done = _kernels.fast_step(plan, self.param_groups, grads, state,
-                                      resolve_threads(self.n_threads))
+                                      resolve_threads(self.n_threads), scale)
             if not done:
                 return False
             self._last = plan
         if done == 2:
-            plan.step(resolve_threads(self.n_threads))
+            plan.step(resolve_threads(self.n_threads), scale)
         return True
 
     def _read_counters(self, batch):
@@ -100,7 +106,7 @@ class _Fast(_base.Optimizer):
             return None  # not a valid state: the general path says what is wrong
         return step + 1, dict(zip(keys, s)) if keys else None
 
-    def _apply(self, grads, snaps, resolved, batches):
+    def _apply(self, grads, snaps, resolved, batches, scale=None):
         spec = self.spec
         plan = _engine.Plan(_counters)
         for (gi, dtype, t, s, first), idx in batches.items():
@@ -116,7 +122,7 @@ class _Fast(_base.Optimizer):
         plan.layout = self._layout
         if not _kernels.check_numpy_all(plan.batches, grads, plan.spans.compiled, self.state):
             raise RuntimeError("adaptopt: a validated step failed the engine's check")
-        plan.step(resolve_threads(self.n_threads))
+        plan.step(resolve_threads(self.n_threads), scale)
         if len(self._plans) >= _MAX_PLANS:
             self._plans.clear()
         self._plans[_kernels.none_mask(grads)] = self._last = plan
@@ -145,7 +151,8 @@ class _Entry(_base.Optimizer):
 
     _sumsq = _sumsq
 
-    def _apply(self, grads, snaps, resolved, batches):
+    def _apply(self, grads, snaps, resolved, batches, scale=None):
+        assert scale is None  # Adafactor scales copies of the gradients (_step_scaled)
         spec, threads = self.spec, resolve_threads(self.n_threads)
         entry = getattr(_kernels, spec.entry["function"])
         module = __import__(spec.update.__module__, fromlist=["kernel_call"])

@@ -26,7 +26,8 @@ __all__ = [s.name for s in SPECS + ENTRY_SPECS] + ["lerp"]
 
 
 class _Reference(_base.Optimizer):
-    def _apply(self, grads, snaps, resolved, batches):
+    def _apply(self, grads, snaps, resolved, batches, scale=None):
+        assert scale is None  # the reference scales copies of the gradients (_step_scaled)
         spec = self.spec
         # Overflow to inf and NaN are results, as in torch and the kernels: no warnings.
         with np.errstate(all="ignore"):
