@@ -140,8 +140,8 @@ int adaptopt_adafactor_step(int dtype, size_t batch, size_t rows, size_t cols,
 /* The global gradient norm's reduction (csrc/gradnorm.c): over every
  * gradient of a step, *sumsq = the sum of the squares of all elements, in
  * float64, and *nonfinite = 1 if any element is inf or NaN (else 0).  Array
- * i has dtypes[i] (ADAPTOPT_FLOAT32/FLOAT64), starts at ptr[i] and has
- * offsets[i+1] - offsets[i] elements (offsets[0] = 0).
+ * i is stored as types[i] (ADAPTOPT_STORE_F32, F64, BF16 or F16), starts at
+ * ptr[i] and has offsets[i+1] - offsets[i] elements (offsets[0] = 0).
  *
  * The order is fixed, so the bits do not depend on n_threads or the ISA:
  * each array is cut into blocks of ADAPTOPT_GRADNORM_BLOCK elements from its
@@ -153,7 +153,7 @@ int adaptopt_adafactor_step(int dtype, size_t batch, size_t rows, size_t cols,
  * ADAPTOPT_ENOMEM if that fails; never writes the arrays. */
 #define ADAPTOPT_GRADNORM_BLOCK 4096
 #define ADAPTOPT_GRADNORM_THRESHOLD 65536
-int adaptopt_grad_sumsq(size_t n_arrays, const int *dtypes, const void *const *ptr,
+int adaptopt_grad_sumsq(size_t n_arrays, const int *types, const void *const *ptr,
                         const size_t *offsets, int n_threads, double *sumsq, int *nonfinite);
 
 /* Which kernels run: ADAPTOPT_ISA_*; set returns an error code.  The ISA,

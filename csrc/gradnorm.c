@@ -15,16 +15,17 @@
 #include <omp.h>
 #endif
 
-int adaptopt_grad_sumsq(size_t n_arrays, const int *dtypes, const void *const *ptr,
+int adaptopt_grad_sumsq(size_t n_arrays, const int *types, const void *const *ptr,
                         const size_t *offsets, int n_threads, double *sumsq, int *nonfinite)
 {
     if (n_threads < 1 || sumsq == NULL || nonfinite == NULL
-        || (n_arrays > 0 && (dtypes == NULL || ptr == NULL || offsets == NULL)))
+        || (n_arrays > 0 && (types == NULL || ptr == NULL || offsets == NULL)))
         return ADAPTOPT_EINVAL;
     const size_t B = ADAPTOPT_GRADNORM_BLOCK;
     size_t nblk = 0;
     for (size_t i = 0; i < n_arrays; i++) {
-        if (dtypes[i] < 0 || dtypes[i] >= ADAPTOPT_N_DTYPES || offsets[i + 1] < offsets[i]
+        if (types[i] < ADAPTOPT_STORE_F32 || types[i] > ADAPTOPT_STORE_F16
+            || offsets[i + 1] < offsets[i]
             || (ptr[i] == NULL && offsets[i + 1] > offsets[i]))
             return ADAPTOPT_EINVAL;
         nblk += (offsets[i + 1] - offsets[i] + B - 1) / B;
@@ -59,9 +60,10 @@ int adaptopt_grad_sumsq(size_t n_arrays, const int *dtypes, const void *const *p
         }
         const size_t start = ((size_t)k - first[lo]) * B, n = offsets[lo + 1] - offsets[lo];
         const size_t m = n - start < B ? n - start : B;
-        const size_t esize = dtypes[lo] == ADAPTOPT_FLOAT32 ? sizeof(float) : sizeof(double);
+        const int ty = types[lo];
+        const size_t esize = ty == ADAPTOPT_STORE_F32 ? 4 : ty == ADAPTOPT_STORE_F64 ? 8 : 2;
         int b = 0;
-        part[k] = tab->sumsq[dtypes[lo]]((const char *)ptr[lo] + start * esize, m, &b);
+        part[k] = tab->sumsq[ty]((const char *)ptr[lo] + start * esize, m, &b);
         bad |= b;
     }
     double s = 0.0;

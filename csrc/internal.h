@@ -49,8 +49,9 @@ typedef struct {
     adaptopt_seg_fn roofline[ADAPTOPT_N_DTYPES];
     adaptopt_adafactor_fns adafactor[ADAPTOPT_N_DTYPES];
     adaptopt_staged_fn staged[ADAPTOPT_N_DTYPES];
-    /* gradnorm.c.inc: sum of squares of one block in float64; *bad = 1 if non-finite */
-    double (*sumsq[ADAPTOPT_N_DTYPES])(const void *x, size_t n, int *bad);
+    /* gradnorm.c.inc: sum of squares of one block in float64, per storage
+     * type (F32..F16; NULL for the others); *bad = 1 if non-finite */
+    double (*sumsq[ADAPTOPT_STORE_F16 + 1])(const void *x, size_t n, int *bad);
 } adaptopt_table;
 
 extern const adaptopt_table adaptopt_table_scalar;

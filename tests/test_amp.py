@@ -25,7 +25,7 @@ def c_sumsq(grads, n_threads):
     n = len(grads)
     ptr = np.empty(n, dtype=np.uint64)
     _kernels.fill_pointers(grads, ptr, 0, 1)
-    codes = np.array([0 if g.dtype == np.float32 else 1 for g in grads], dtype=np.intc)
+    codes = np.array([adaptopt.optim._STORE_CODE[g.dtype] for g in grads], dtype=np.intc)
     off = np.zeros(n + 1, dtype=np.uintp)
     off[1:] = np.cumsum([g.size for g in grads])
     rc, s, bad = _kernels.grad_sumsq(ptr, codes, off, n_threads)
@@ -83,12 +83,14 @@ def test_sumsq_non_finite_flag(isa, n_threads):
 
 def test_sumsq_rejects_bad_arguments():
     ptr, off = np.zeros(1, np.uint64), np.array([0, 4], np.uintp)
-    assert _kernels.grad_sumsq(ptr, np.array([7], np.intc), off, 1)[0] == _kernels.EINVAL
-    assert _kernels.grad_sumsq(ptr, np.array([0], np.intc), off, 1)[0] == _kernels.EINVAL  # NULL
+    f32 = np.array([_kernels.STORE_F32], np.intc)
+    for bad in (0, 5, -1):  # COMPUTE, the 8-bit codes, out of range
+        assert _kernels.grad_sumsq(ptr, np.array([bad], np.intc), off, 1)[0] == _kernels.EINVAL
+    assert _kernels.grad_sumsq(ptr, f32, off, 1)[0] == _kernels.EINVAL  # NULL
     g = np.ones(4, np.float32)
     _kernels.fill_pointers([g], ptr, 0, 1)
-    assert _kernels.grad_sumsq(ptr, np.array([0], np.intc), off, 0)[0] == _kernels.EINVAL
-    assert _kernels.grad_sumsq(ptr, np.array([0], np.intc), off, 1) == (_kernels.OK, 4.0, 0)
+    assert _kernels.grad_sumsq(ptr, f32, off, 0)[0] == _kernels.EINVAL
+    assert _kernels.grad_sumsq(ptr, f32, off, 1) == (_kernels.OK, 4.0, 0)
 
 
 def test_norm_precision():

@@ -21,12 +21,23 @@ import threading
 
 import numpy as np
 
-from . import _amp, _engine
+from . import _amp, _engine, _precision
 from ._config import resolve_threads
+from ._precision import MASTER
 
 __all__ = ["Optimizer"]
 
-SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+def _supported():
+    out = [np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.float16)]
+    try:
+        out.append(_precision.numpy_dtype("bfloat16"))
+    except ImportError:  # ml_dtypes is optional: without it there is no NumPy bfloat16
+        pass
+    return tuple(out)
+
+
+SUPPORTED_DTYPES = _supported()
 STAGGER_MIN_BYTES = 32 << 20
 STAGGER_BYTES = (256 << 10) + 192
 
@@ -65,8 +76,9 @@ def check_param(name, p):
     if not isinstance(p, np.ndarray):
         raise TypeError(f"{name} must be a NumPy array, got {_describe(p)}")
     if p.dtype not in SUPPORTED_DTYPES:
-        raise TypeError(f"{name} has unsupported dtype {p.dtype}: adaptopt "
-                        "updates native-endian float32 and float64 arrays")
+        raise TypeError(f"{name} has unsupported dtype {p.dtype}: adaptopt updates "
+                        "native-endian float32, float64, float16 and bfloat16 (ml_dtypes) "
+                        "arrays")
     if not p.flags.c_contiguous:
         raise ValueError(f"{name} must be C-contiguous (no silent copy is made); "
                          "use np.ascontiguousarray and pass the copy")
@@ -78,11 +90,12 @@ def check_param(name, p):
     return p
 
 
-def check_buffer(name, b, p):
-    """A state buffer the kernel may write: p's dtype and shape, C-contiguous,
-    aligned, writeable."""
-    if not isinstance(b, np.ndarray) or b.dtype != p.dtype or b.shape != p.shape:
-        raise ValueError(f"{name} must be an array of dtype {p.dtype} and shape {p.shape}, "
+def check_buffer(name, b, p, dtype=None):
+    """A state buffer the kernel may write: p's shape, the dtype (default p's),
+    C-contiguous, aligned, writeable."""
+    dtype = p.dtype if dtype is None else dtype
+    if not isinstance(b, np.ndarray) or b.dtype != dtype or b.shape != p.shape:
+        raise ValueError(f"{name} must be an array of dtype {dtype} and shape {p.shape}, "
                          f"got {_describe(b)}")
     if not b.flags.writeable:
         raise ValueError(f"{name} is read-only: state buffers are updated in place")
@@ -324,12 +337,11 @@ class Optimizer:
         return _amp.sumsq(grads)
 
     def _step_scaled(self, grads, div, mul):
-        """The step with each gradient g replaced by _amp.unscaled(g, div, mul)."""
-        if div or mul != 1.0:
-            with np.errstate(all="ignore"):
-                grads = [None if g is None else _amp.unscaled(g, div, mul) for g in grads]
-        if not self._step_fast(grads):
-            self._step_general(grads)
+        """The step with each gradient g used as g / div (div 0: not divided)
+        * mul, in the step's compute type (_apply's scale)."""
+        scale = (div, mul, False) if div or mul != 1.0 else None
+        if not self._step_fast(grads, scale):
+            self._step_general(grads, scale)
 
     def _step_fast(self, grads, scale=None):
         """A shortcut for the common case; False: take the general path.
@@ -383,7 +395,8 @@ class Optimizer:
             s = {k: float(st[k]) if k in st else float(init(h))
                  for k, init in spec.scalar_state.items()} or None
             first = tuple(k for k in spec.buffers(h) if k not in st and spec.init.get(k) == "grad")
-            key = (gi, params[i].dtype, t, tuple(s.items()) if s else None, first)
+            key = (gi, (params[i].dtype, grads[i].dtype), t, tuple(s.items()) if s else None,
+                   first)
             batches.setdefault(key, []).append(i)
         return grads, snaps, resolved, batches
 
@@ -392,7 +405,7 @@ class Optimizer:
         used, base = {}, 0
         shaped = tuple(self.spec.entry["buffers"]) if self.spec.entry else ()
         for gi, group in enumerate(self.param_groups):
-            names = self.spec.buffers(snaps[gi].hyper) + shaped
+            names = self.spec.buffers(snaps[gi].hyper) + shaped + (MASTER,)
             for i in range(base, base + len(group["params"])):
                 if grads[i] is not None:
                     used[i] = names
@@ -410,14 +423,18 @@ class Optimizer:
             if not isinstance(st, dict):
                 raise TypeError(f"state[{i}] must be a dict, got {type(st).__name__}")
         spans = self._owned_spans(params, self.state, self._used(grads, snaps))
+        group_of = [gi for gi, g in enumerate(self.param_groups) for _ in g["params"]]
         for i, (p, g) in enumerate(zip(params, grads)):
             if g is None:
                 continue
             if not isinstance(g, np.ndarray):
                 raise TypeError(f"grads[{i}] must be a NumPy array or None, got {_describe(g)}")
             if g.dtype != p.dtype:
-                raise TypeError(f"grads[{i}] has dtype {g.dtype}, params[{i}] has "
-                                f"{p.dtype}: no silent cast is made")
+                if g.dtype not in SUPPORTED_DTYPES:
+                    raise TypeError(f"grads[{i}] has dtype {g.dtype}, params[{i}] has "
+                                    f"{p.dtype}: no silent cast is made")
+                _precision.types(_precision.name_of(p.dtype), _precision.name_of(g.dtype),
+                                 snaps[group_of[i]].hyper, f"grads[{i}]")
             if g.shape != p.shape:
                 raise ValueError(f"grads[{i}] has shape {g.shape}, params[{i}] has {p.shape}")
             if not g.flags.c_contiguous:
@@ -444,9 +461,16 @@ class Optimizer:
             check_step(f"{where}['step']", st["step"])
         elif any(k in st for k in self.spec.all_buffers):
             raise ValueError(f"{where} has buffers but no 'step'")
+        ty = self._types(p, h)
+        sdt = _precision.numpy_dtype(ty.state)
         for k in self.spec.buffers(h):
             if k in st:
-                check_buffer(f"{where}[{k!r}]", st[k], p)
+                check_buffer(f"{where}[{k!r}]", st[k], p, sdt)
+        if MASTER in st:
+            check_buffer(f"{where}[{MASTER!r}]", st[MASTER], p, np.dtype(np.float32))
+        elif ty.master and st.get("step", 0):
+            raise ValueError(f"{where} is missing {MASTER!r} (master_weights=True, step "
+                             f"{st['step']})")
         if self.spec.state_shapes is not None:  # buffers of other shapes (Adafactor's)
             for k, shape in self.spec.state_shapes(p.shape).items():
                 if k in st:
@@ -460,18 +484,28 @@ class Optimizer:
             if k in st:
                 check_real(f"{where}[{k!r}]", st[k])
 
+    def _types(self, p, h, g=None):
+        """The types of a step of p (an _precision.Types)."""
+        return _precision.types(_precision.name_of(p.dtype),
+                                None if g is None else _precision.name_of(g.dtype), h)
+
     def _ensure_state(self, i, h):
         """Create parameter i's missing state, as torch does (lazily): the step
         count, the buffers (but those made from the first gradient), the
-        scalar state."""
+        scalar state, a master weight."""
         st = self.state.setdefault(i, {})
         st["step"] = check_step(f"state[{i}]['step']", st.get("step", 0))
         p = self._params[i]
+        ty = self._types(p, h) if self.spec.entry is None else None
+        sdt = p.dtype if ty is None else _precision.numpy_dtype(ty.state)
+        if ty is not None and ty.master and MASTER not in st:
+            st[MASTER] = p.astype(np.float32)
         for name in self.spec.buffers(h):
             init = self.spec.init.get(name)
             if name in st or init == "grad":
                 continue
-            buf = np.full_like(p, init(h)) if init is not None else np.zeros_like(p)
+            buf = (np.full(p.shape, init(h), dtype=sdt) if init is not None
+                   else np.zeros(p.shape, dtype=sdt))
             st[name] = staggered_copy(buf, 1 + sum(isinstance(v, np.ndarray) for v in st.values()))
         for name, init in self.spec.scalar_state.items():
             st[name] = float(st[name]) if name in st else float(init(h))
@@ -482,7 +516,8 @@ class Optimizer:
 
     def _apply(self, grads, snaps, resolved, batches, scale=None):
         """Update the batches: {(group, dtype, t, scalar state, first buffers): indices};
-        scale (the fast classes only): the gradients' scaling done in the kernels."""
+        scale: None, or (div, mul, writeback): each gradient used as g / div
+        (0: not divided) * mul, in the compute type (writeback: never here)."""
         raise NotImplementedError
 
     # --- state_dict
@@ -558,7 +593,7 @@ class Optimizer:
         if not isinstance(raw, dict):
             raise ValueError("state_dict['state'] must be a dict")
         state = {}
-        known = {"step"} | set(self.spec.all_buffers) | set(self.spec.scalar_state)
+        known = {"step", MASTER} | set(self.spec.all_buffers) | set(self.spec.scalar_state)
         for key, st in raw.items():
             i = _index(key)
             if i is None or not 0 <= i < len(self._params):
@@ -578,6 +613,7 @@ class Optimizer:
                 if missing:
                     raise ValueError(f"{where} is missing {sorted(missing)} (step {step})")
             p = self._params[i]
+            ty = self._types(p, hypers[i]) if self.spec.entry is None else None
             clean = {"step": step}
             for k, v in st.items():
                 if k == "step":
@@ -585,10 +621,16 @@ class Optimizer:
                 if k in self.spec.scalar_state:
                     clean[k] = check_real(f"{where}[{k!r}]", v)
                     continue
-                if not isinstance(v, np.ndarray) or v.dtype != p.dtype or v.shape != p.shape:
-                    raise ValueError(f"{where}[{k!r}] must be an array of dtype {p.dtype} and "
+                dt = (p.dtype if ty is None else np.dtype(np.float32) if k == MASTER
+                      else _precision.numpy_dtype(ty.state))
+                if k == MASTER and (ty is None or not ty.master):
+                    raise ValueError(f"{where} has {MASTER!r}, but the group does not keep "
+                                     "master weights (master_weights=False or a 32/64-bit "
+                                     "parameter)")
+                if not isinstance(v, np.ndarray) or v.dtype != dt or v.shape != p.shape:
+                    raise ValueError(f"{where}[{k!r}] must be an array of dtype {dt} and "
                                      f"shape {p.shape}, got {_describe(v)}")
-                clean[k] = np.array(v, dtype=p.dtype, order="C", copy=True)
+                clean[k] = np.array(v, dtype=dt, order="C", copy=True)
             state[i] = clean
         return groups, state
 

@@ -7,6 +7,8 @@ written from the Spec (numpydoc sections)."""
 
 import inspect
 
+from . import _precision
+
 __all__ = ["make", "signature"]
 
 # What each hyperparameter means, for the docstrings; a Spec's name wins.
@@ -58,7 +60,8 @@ def docstring(spec, kind):
              "defaults."]
     for k, h in spec.hyper.items():
         if h.public:
-            lines += [f"{k} : default {h.default!r}", f"    {MEANING.get(k, k)}"]
+            lines += [f"{k} : default {h.default!r}",
+                      f"    {MEANING.get(k) or _precision.MEANING.get(k, k)}"]
     lines += ["n_threads : int or None, default None",
               "    Threads for the kernel (None: :func:`adaptopt.get_num_threads`; -1: all "
               "CPUs; counts above the CPUs are clamped)."]

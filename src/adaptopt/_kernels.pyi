@@ -93,5 +93,5 @@ def adafactor_step(dtype: int, batch: int, rows: int, cols: int, p: int, g: int,
 
 GRADNORM_BLOCK: int
 GRADNORM_THRESHOLD: int
-def grad_sumsq(ptr: np.ndarray, dtypes: np.ndarray, offsets: np.ndarray,
+def grad_sumsq(ptr: np.ndarray, types: np.ndarray, offsets: np.ndarray,
                n_threads: int) -> tuple[int, float, int]: ...

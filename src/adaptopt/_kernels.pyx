@@ -277,6 +277,13 @@ cdef class Batch:
     the expected value; step_pack is (array, positions, views) of 'step'.
     index[r] (NumPy rows): the row's position in the gradient list and its
     key in the state mapping.
+
+    Staged rows (stage(): 16-bit or mixed storage, a master weight): keys[0]
+    may name a state buffer (the float32 master), and aux buffers are held
+    and checked like the others: akeys[k] the state key of buffer k's aux
+    array ("" for the parameter itself: a master weight's 16-bit copy),
+    aobjs[r*nbuf + k] the arrays.  gdtype: the gradient's dtype when it is
+    not the parameter's (NumPy: a numpy dtype; torch: a torch dtype).
     """
     cdef readonly int algo, dtype, nbuf, n, kind
     cdef public int flags
@@ -292,8 +299,14 @@ cdef class Batch:
     cdef public long long t
     cdef public object step_pack
     cdef public bint has_step
-    cdef readonly object dtype_obj
+    cdef readonly object dtype_obj, gdtype_obj
     cdef int typenum
+    cdef readonly Staging staging
+    cdef readonly tuple akeys, sdtype
+    cdef readonly list aobjs
+    cdef cnp.ndarray _aptr, _anb
+    cdef uint64_t *aptr
+    cdef uint64_t *anb
 
     def __init__(self, int kind, int algo, int dtype, tuple keys, list objs, list states,
                  ptrs, nbytes, sizes, list index=None, dtype_obj=None, list shapes=None):
@@ -320,8 +333,35 @@ cdef class Batch:
         self.t, self.step_pack, self.has_step = 1, None, True
         self.dtype_obj = dtype_obj
         self.typenum = cnp.PyArray_TYPE(<cnp.ndarray>objs[0]) if kind == _NUMPY and self.n else -1
+        self.gdtype_obj = dtype_obj
         self.nscal = 0
         self.flags = 0
+        self.staging = None
+        self.akeys = None
+        self.aobjs = None
+        self.aptr = self.anb = NULL
+
+    def stage(self, Staging staging, gdtype=None, tuple akeys=None, list aobjs=None,
+              tuple sdtype=None):
+        """Make the rows staged: the kernel call is adaptopt_step_staged.
+        gdtype: the gradient's dtype if not the parameter's; akeys/aobjs: the
+        aux buffers (see the class docstring); sdtype (torch rows): each
+        buffer's dtype."""
+        self.staging = staging
+        self.sdtype = sdtype
+        if gdtype is not None:
+            self.gdtype_obj = gdtype
+            if self.kind == _NUMPY:
+                self.typenum = (<cnp.dtype>np.dtype(gdtype)).type_num
+        if akeys is not None:
+            if len(akeys) != self.nbuf or len(aobjs) != self.n * self.nbuf:
+                raise ValueError("akeys: nbuf entries; aobjs: n * nbuf")
+            self.akeys, self.aobjs = akeys, aobjs
+            self._aptr = np.array([0 if a is None else _address_of(a, self.kind)
+                                   for a in aobjs], dtype=np.uint64)
+            self._anb = np.array([0 if a is None else a.nbytes for a in aobjs], dtype=np.uint64)
+            self.aptr = <uint64_t *>cnp.PyArray_DATA(self._aptr)
+            self.anb = <uint64_t *>cnp.PyArray_DATA(self._anb)
 
     def set_scalars(self, int flags, fixed, tuple positions=(), tuple step_values=()):
         """The next call's flags and scalars: fixed (kernel order), with
@@ -336,6 +376,30 @@ cdef class Batch:
                 self.sc[k] = fixed[k]
         self.nscal = m
         self.flags = flags
+
+    cdef bint _aux_hold(self, Py_ssize_t r, object st) except -1:
+        """Row r's aux buffers are the objects, addresses and sizes of the table."""
+        cdef Py_ssize_t k, j = r * self.nbuf
+        cdef PyObject *b
+        cdef object a, key
+        for k in range(self.nbuf):
+            key = self.akeys[k]
+            if key is None:
+                continue
+            a = <object>PyList_GET_ITEM(self.aobjs, j + k)
+            if key != "":
+                b = PyDict_GetItem(st, key)
+                if b == NULL or <object>b is not a:
+                    return False
+            if self.kind == _TORCH:
+                if (<uint64_t>a.data_ptr() != self.aptr[j + k]
+                        or <uint64_t>a.nbytes != self.anb[j + k]):
+                    return False
+            elif (<uint64_t>cnp.PyArray_DATA(<cnp.ndarray>a) != self.aptr[j + k]
+                    or <uint64_t>cnp.PyArray_NBYTES(<cnp.ndarray>a) != self.anb[j + k]
+                    or not cnp.PyArray_ISWRITEABLE(<cnp.ndarray>a)):
+                return False
+        return True
 
     def check_numpy(self, grads, Spans spans, dict state_map):
         """-1 when every row and its gradient are what the table needs (the
@@ -362,7 +426,7 @@ cdef class Batch:
             st = PyDict_GetItem(state_map, <object>PyList_GET_ITEM(self.index, r))
             if st == NULL or st != PyList_GET_ITEM(self.states, r):
                 return r
-            for k in range(2, self.nbuf):
+            for k in range(self.nbuf):
                 key = self.keys[k]
                 if key is None:
                     continue
@@ -374,6 +438,8 @@ cdef class Batch:
                         or <uint64_t>cnp.PyArray_NBYTES(a) != self.nb[j + k]
                         or not cnp.PyArray_ISWRITEABLE(a)):
                     return r
+            if self.akeys is not None and not self._aux_hold(r, <object>st):
+                return r
             if self.has_step:
                 b = PyDict_GetItem(<object>st, "step")
                 if b == NULL or not PyLong_CheckExact(<object>b) or \
@@ -418,7 +484,7 @@ cdef class Batch:
                     or <uint64_t>p.nbytes != self.nb[j]):
                 return r
             st = <object>PyList_GET_ITEM(self.states, r)
-            for k in range(2, self.nbuf):
+            for k in range(self.nbuf):
                 key = self.keys[k]
                 if key is None:
                     continue
@@ -426,9 +492,14 @@ cdef class Batch:
                 if b == NULL or b != PyList_GET_ITEM(self.objs, j + k):
                     return r
                 t = <object>b
-                if (<uint64_t>t.data_ptr() != self.ptr[j + k] or t.dtype is not dt
+                if (<uint64_t>t.data_ptr() != self.ptr[j + k]
+                        or t.dtype is not (dt if self.staging is None else self.sdtype[k])
                         or <uint64_t>t.nbytes != self.nb[j + k]):
                     return r
+            if self.akeys is not None and not self._aux_hold(r, st):
+                return r
+            if self.aobjs is not None and self.akeys[0] == "":
+                p = <object>PyList_GET_ITEM(self.aobjs, j)  # the parameter: its grad
             if self.step_pack is not None:
                 b = PyDict_GetItem(st, "step")
                 if b == NULL or b != PyList_GET_ITEM(self.step_pack[2], r):
@@ -440,12 +511,13 @@ cdef class Batch:
             g = p.grad
             # dense, on the CPU, p's dtype and shape, contiguous: then its size
             # is p's (a lazily negated view is refused when the plan is made)
-            if (g is None or g.layout is not strided or not g.is_cpu or g.dtype is not dt
+            if (g is None or g.layout is not strided or not g.is_cpu
+                    or g.dtype is not self.gdtype_obj
                     or g.shape != <object>PyList_GET_ITEM(self.shapes, r)
                     or not g.is_contiguous()):
                 return r
             lo = <uint64_t>g.data_ptr()
-            hi = lo + self.nb[j]
+            hi = lo + <uint64_t>g.nbytes
             if _spans_hit(spans.s, spans.e, spans.m, lo, hi):
                 return r
             self.ptr[j + 1] = lo
@@ -456,6 +528,12 @@ cdef class Batch:
             if not _pack_holds(pk[1], pk[2], pk[4]):
                 return 0
         return -1
+
+
+cdef inline uint64_t _address_of(object a, int kind) except? 0:
+    if kind == _TORCH:
+        return <uint64_t>a.data_ptr()
+    return <uint64_t>cnp.PyArray_DATA(<cnp.ndarray>a)
 
 
 cdef bint _pack_holds(cnp.ndarray arr, object pos, double want):
@@ -497,13 +575,12 @@ cdef void _pack_write(cnp.ndarray arr, object pos, double value):
 
 
 cdef int _call(Batch b, int n_threads, adaptopt_staging *st) noexcept nogil:
-    """One batch's kernel: plain, or staged when st is given (the gradient scaled)."""
+    """One batch's kernel: plain, or staged when st is given."""
     if st == NULL:
         return adaptopt_step(b.algo, b.dtype, b.n, b.nbuf, <void **>b.ptr, b.off, b.sc,
                              b.nscal, b.flags, n_threads)
-    st.compute = b.dtype
-    return adaptopt_step_staged(b.algo, st, b.n, b.nbuf, <void **>b.ptr, NULL, b.off, b.sc,
-                                b.nscal, b.flags, n_threads)
+    return adaptopt_step_staged(b.algo, st, b.n, b.nbuf, <void **>b.ptr, <void **>b.aptr, b.off,
+                                b.sc, b.nscal, b.flags, n_threads)
 
 
 def run(list batches, int n_threads, scale=None):
@@ -518,18 +595,25 @@ def run(list batches, int n_threads, scale=None):
     cdef int rc
     cdef tuple c, pk
     cdef object t
-    cdef adaptopt_staging amp
-    cdef adaptopt_staging *st = NULL
-    if scale is not None:
-        memset(&amp, 0, sizeof(amp))
-        amp.grad_div, amp.grad_mul, amp.grad_writeback = scale[0], scale[1], bool(scale[2])
-        st = &amp
+    cdef adaptopt_staging st
+    cdef adaptopt_staging *stp
     for b in batches:
+        stp = NULL
+        if b.staging is not None:
+            b.staging.st.step = b.t
+            st = b.staging.st
+            stp = &st
+        elif scale is not None:
+            memset(&st, 0, sizeof(st))
+            st.compute, st.grad_mul = b.dtype, 1.0
+            stp = &st
+        if scale is not None:
+            st.grad_div, st.grad_mul, st.grad_writeback = scale[0], scale[1], bool(scale[2])
         if b.off[b.n] < 16384:  # a few microseconds at most: keep the GIL
-            rc = _call(b, n_threads, st)
+            rc = _call(b, n_threads, stp)
         else:
             with nogil:
-                rc = _call(b, n_threads, st)
+                rc = _call(b, n_threads, stp)
         if rc != ADAPTOPT_OK:
             raise RuntimeError(f"adaptopt kernel {b.algo} rejected its arguments (code {rc})")
     for b in batches:
@@ -778,7 +862,7 @@ def adafactor_step(int dtype, size_t batch, size_t rows, size_t cols, uint64_t p
 
 
 cdef extern from "adaptopt.h" nogil:
-    int adaptopt_grad_sumsq(size_t n_arrays, const int *dtypes, const void *const *ptr,
+    int adaptopt_grad_sumsq(size_t n_arrays, const int *types, const void *const *ptr,
                             const size_t *offsets, int n_threads, double *sumsq, int *nonfinite)
     enum:
         ADAPTOPT_GRADNORM_BLOCK, ADAPTOPT_GRADNORM_THRESHOLD
@@ -786,15 +870,15 @@ cdef extern from "adaptopt.h" nogil:
 GRADNORM_BLOCK, GRADNORM_THRESHOLD = ADAPTOPT_GRADNORM_BLOCK, ADAPTOPT_GRADNORM_THRESHOLD
 
 
-def grad_sumsq(cnp.ndarray ptr, cnp.ndarray dtypes, cnp.ndarray offsets, int n_threads):
+def grad_sumsq(cnp.ndarray ptr, cnp.ndarray types, cnp.ndarray offsets, int n_threads):
     """The global gradient norm's reduction (csrc/adaptopt.h): (code, sum of
     squares in float64, 1 if any element is inf or NaN).  ptr: uint64
-    addresses, dtypes: intc codes, one each per array; offsets: uintp,
-    n_arrays + 1."""
+    addresses, types: intc storage codes (STORE_F32 ... STORE_F16), one each
+    per array; offsets: uintp, n_arrays + 1."""
     cdef size_t n_arrays = offsets.size - 1 if offsets.size else 0
     cdef size_t *off = <size_t *>_data(offsets, cnp.NPY_UINTP, 1, "offsets")
     cdef void **p = <void **>_data(ptr, cnp.NPY_UINT64, n_arrays, "ptr")
-    cdef int *dt = <int *>_data(dtypes, cnp.NPY_INT, n_arrays, "dtypes")
+    cdef int *dt = <int *>_data(types, cnp.NPY_INT, n_arrays, "types")
     cdef double s = 0
     cdef int bad = 0, rc
     if n_arrays == 0:

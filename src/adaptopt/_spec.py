@@ -78,6 +78,9 @@ class Spec:
         self.step_flags = step_flags or (lambda h, t, s: ())
         self.has_step_flags = step_flags is not None
         self.entry = entry                # non-elementwise: its C entry point (see above)
+        if entry is None:                 # every elementwise algorithm: the precision options
+            from . import _precision
+            self.hyper.update(_precision._hyper())
         self.state_shapes = state_shapes
         if entry is None:
             info = _kernel_info(kernel)

@@ -20,7 +20,7 @@ takes the general path of ``_base.Optimizer``, which validates everything
 
 import numpy as np
 
-from . import _base, _classes, _engine, _kernels
+from . import _amp, _base, _classes, _engine, _kernels, _precision
 from ._config import resolve_threads
 from .algorithms import ENTRY_SPECS, SPECS
 
@@ -40,12 +40,20 @@ def _counters(batch, work, new_s):
     batch.counters = [(k, work.s[k], new_s[k]) for k in work.s]
 
 
+_STORE_CODE = {np.dtype(np.float32): _kernels.STORE_F32, np.dtype(np.float64): _kernels.STORE_F64,
+               np.dtype(np.float16): _kernels.STORE_F16}
+try:
+    _STORE_CODE[_precision.numpy_dtype("bfloat16")] = _kernels.STORE_BF16
+except ImportError:  # ml_dtypes is optional
+    pass
+
+
 def _sumsq(self, grads):
     """_amp.sumsq in one compiled, threaded pass (csrc/gradnorm.c)."""
     n = len(grads)
     ptr = np.empty(n, dtype=np.uint64)
     _kernels.fill_pointers(grads, ptr, 0, 1)
-    codes = np.fromiter((_DTYPE_CODE[g.dtype] for g in grads), dtype=np.intc, count=n)
+    codes = np.fromiter((_STORE_CODE[g.dtype] for g in grads), dtype=np.intc, count=n)
     offsets = np.zeros(n + 1, dtype=np.uintp)
     np.cumsum(np.fromiter((g.size for g in grads), dtype=np.uintp, count=n), out=offsets[1:])
     rc, s, _ = _kernels.grad_sumsq(ptr, codes, offsets, resolve_threads(self.n_threads))
@@ -66,12 +74,6 @@ class _Fast(_base.Optimizer):
         given = sum(g is not None for g in grads)
         return given == plan.rows and _kernels.fast_check(plan, self.param_groups, grads,
                                                           self.state)
-
-    def _step_scaled(self, grads, div, mul):
-        """The gradients unscaled and clipped in the update's pass (no copies)."""
-        scale = (div, mul, False) if div or mul != 1.0 else None
-        if not self._step_fast(grads, scale):
-            self._step_general(grads, scale)
 
     def _step_fast(self, grads, scale=None):
         plan = self._last
@@ -109,13 +111,15 @@ class _Fast(_base.Optimizer):
     def _apply(self, grads, snaps, resolved, batches, scale=None):
         spec = self.spec
         plan = _engine.Plan(_counters)
-        for (gi, dtype, t, s, first), idx in batches.items():
+        for (gi, dtypes, t, s, first), idx in batches.items():
             h = resolved[gi, t]
+            ty = _precision.types(*map(_precision.name_of, dtypes), h)
             for i in idx:  # buffers the first gradient fills (SGD's momentum)
                 for name in first:
-                    self.state[i][name] = np.empty_like(self._params[i])
+                    self.state[i][name] = np.empty(self._params[i].shape,
+                                                   _precision.numpy_dtype(ty.state))
             extra = _kernels.flag_bits(spec.kernel, spec.first_flag) if first else 0
-            b = self._batch(idx, spec.buffers(h), dtype)
+            b = self._batch(idx, spec.buffers(h), ty, h)
             b.t = t
             plan.add(b, _engine.Work(snaps[gi], dict(s) if s else None, extra, h))
         plan.spans = self._owned_spans(self._params, self.state, self._used(grads, snaps))
@@ -127,20 +131,35 @@ class _Fast(_base.Optimizer):
             self._plans.clear()
         self._plans[_kernels.none_mask(grads)] = self._last = plan
 
-    def _batch(self, idx, names, dtype):
-        """The compiled Batch of parameters idx with state buffers names."""
+    def _batch(self, idx, names, ty, h):
+        """The compiled Batch of parameters idx with state buffers names and
+        types ty (an _precision.Types)."""
         spec = self.spec
-        keys = (None, None) + tuple(n if n in names else None for n in spec.kernel_buffers)
+        keys = ((_precision.MASTER if ty.master else None, None)
+                + tuple(n if n in names else None for n in spec.kernel_buffers))
         objs, states = [], []
         for i in idx:
             st = self.state[i]
             states.append(st)
-            objs += [self._params[i], None] + [st[k] if k else None for k in keys[2:]]
+            objs += [st[keys[0]] if keys[0] else self._params[i], None]
+            objs += [st[k] if k else None for k in keys[2:]]
         ptrs = [0 if a is None else _address(a) for a in objs]
         nbytes = [0 if a is None else a.nbytes for a in objs]
-        return _kernels.Batch(_kernels.KIND_NUMPY, spec.code, _DTYPE_CODE[dtype], keys, objs,
-                              states, ptrs, nbytes, [self._params[i].size for i in idx],
-                              index=list(idx))
+        b = _kernels.Batch(_kernels.KIND_NUMPY, spec.code, _DTYPE_CODE[np.dtype(ty.compute)],
+                           keys, objs, states, ptrs, nbytes, [self._params[i].size for i in idx],
+                           index=list(idx))
+        if ty.staged:
+            compute, storage, stochastic, mirror = _precision.storage_codes(ty, len(keys))
+            staging = _kernels.Staging(compute, storage, stochastic, mirror,
+                                       ty.stochastic and ty.master, h["seed"], array_ids=idx)
+            aobjs = None
+            if ty.master:
+                aobjs = []
+                for i in idx:
+                    aobjs += [self._params[i]] + [None] * (len(keys) - 1)
+            b.stage(staging, _precision.numpy_dtype(ty.grad),
+                    ("",) + (None,) * (len(keys) - 1) if ty.master else None, aobjs)
+        return b
 
 
 class _Entry(_base.Optimizer):
@@ -152,7 +171,9 @@ class _Entry(_base.Optimizer):
     _sumsq = _sumsq
 
     def _apply(self, grads, snaps, resolved, batches, scale=None):
-        assert scale is None  # Adafactor scales copies of the gradients (_step_scaled)
+        if scale is not None:  # unscaled, clipped copies (not fused into this entry)
+            with np.errstate(all="ignore"):
+                grads = [None if g is None else _amp.unscaled(g, *scale[:2]) for g in grads]
         spec, threads = self.spec, resolve_threads(self.n_threads)
         entry = getattr(_kernels, spec.entry["function"])
         module = __import__(spec.update.__module__, fromlist=["kernel_call"])

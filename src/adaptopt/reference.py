@@ -18,7 +18,7 @@ and writes parameters and state in place.
 
 import numpy as np
 
-from . import _base, _classes
+from . import _amp, _base, _classes, _precision
 from .algorithms import ENTRY_SPECS, SPECS
 from .algorithms._common import lerp
 
@@ -27,8 +27,8 @@ __all__ = [s.name for s in SPECS + ENTRY_SPECS] + ["lerp"]
 
 class _Reference(_base.Optimizer):
     def _apply(self, grads, snaps, resolved, batches, scale=None):
-        assert scale is None  # the reference scales copies of the gradients (_step_scaled)
         spec = self.spec
+        div, mul = (0.0, 1.0) if scale is None else scale[:2]
         # Overflow to inf and NaN are results, as in torch and the kernels: no warnings.
         with np.errstate(all="ignore"):
             for (gi, _, t, s, _), idx in batches.items():
@@ -36,7 +36,11 @@ class _Reference(_base.Optimizer):
                 new_s = spec.advance(h, t, dict(s)) if spec.advance else None
                 for i in idx:
                     st = self.state[i]
-                    spec.update(self._params[i], grads[i], st, t, h)
+                    p, g = self._params[i], grads[i]
+                    if spec.entry is None and self._types(p, h, g).staged:
+                        _precision.reference_step(spec, p, g, st, t, h, i, div, mul)
+                    else:  # g in the compute type: g / div * mul (_amp.unscaled)
+                        spec.update(p, _amp.unscaled(g, div, mul), st, t, h)
                     st["step"] = t
                     if new_s:
                         st.update(new_s)

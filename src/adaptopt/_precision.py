@@ -1,0 +1,214 @@
+"""Mixed precision: which types a step reads and writes, for both front ends.
+
+Parameters may be float32, float64, bfloat16 or float16; the arithmetic is
+float64 for float64 parameters and float32 otherwise.  Per param group:
+
+- ``state_dtype``: the type of the state buffers: None (the parameter's, as
+  torch.optim keeps it), ``"float32"``, ``"bfloat16"`` or ``"float16"``.
+- ``master_weights``: a 16-bit parameter gets a float32 copy in its state
+  (``state["master_weight"]``): the step updates the copy and writes the
+  rounded 16-bit parameter in the same pass.
+- ``stochastic_rounding``: 16-bit values the step writes (parameter, master
+  copy's 16-bit image, 16-bit state) are rounded stochastically from
+  counter-based bits of (``seed``, step, parameter index, buffer, element):
+  deterministic, the same for every thread count and SIMD path.
+- ``seed``: the stochastic rounding's seed.
+- ``grad_cast``: ``"no"`` (gradients have the parameter's dtype, or are
+  bfloat16/float16 into float32 parameters) or ``"same_kind"`` (also float32
+  gradients into float64 parameters and float64 into float32, converted in
+  the pass, as NumPy's casting rule names it).
+
+:func:`types` decides a row's types (or raises naming the argument);
+:func:`reference_step` is the NumPy twin of the staged kernel call.
+"""
+
+from typing import NamedTuple
+
+import numpy as np
+
+from . import _checks, _rounding
+
+__all__ = ["MEANING", "Types", "types", "reference_step", "MASTER", "numpy_dtype",
+           "name_of"]
+
+MASTER = "master_weight"
+FLOATS16 = ("bfloat16", "float16")
+NAMES = ("float32", "float64") + FLOATS16
+
+
+def _state_dtype(name, value):
+    if value is None:
+        return None
+    v = name_of(value)
+    if v not in ("float32",) + FLOATS16:
+        raise ValueError(f"{name} must be None (the parameter's dtype), 'float32', 'bfloat16' "
+                         f"or 'float16', got {value!r}")
+    return v
+
+
+def _grad_cast(name, value):
+    if value not in ("no", "same_kind"):
+        raise ValueError(f"{name} must be 'no' or 'same_kind', got {value!r}")
+    return value
+
+
+def _seed(name, value):
+    v = _checks.whole(name, value)
+    if v >= 1 << 64:
+        raise ValueError(f"{name} must be < 2**64, got {value!r}")
+    return v
+
+
+def _hyper():
+    from ._spec import Hyper
+    return {"state_dtype": Hyper(None, _state_dtype), "master_weights": Hyper(False, _checks.flag),
+            "stochastic_rounding": Hyper(False, _checks.flag), "seed": Hyper(0, _seed),
+            "grad_cast": Hyper("no", _grad_cast)}
+
+
+MEANING = {
+    "state_dtype": "Type of the state buffers: None (the parameter's dtype, as torch.optim), "
+                   "``'float32'``, ``'bfloat16'`` or ``'float16'``.",
+    "master_weights": "Keep a float32 master copy of each 16-bit parameter in the state "
+                      "(``state['master_weight']``); the step updates it and writes the "
+                      "rounded parameter in the same pass.",
+    "stochastic_rounding": "Round the 16-bit values a step writes stochastically "
+                           "(counter-based bits: deterministic, independent of threads and "
+                           "SIMD path) instead of to nearest.",
+    "seed": "Seed of the stochastic rounding.",
+    "grad_cast": "``'no'``: a gradient has its parameter's dtype (or is bfloat16/float16 for a "
+                 "float32 parameter); ``'same_kind'``: float32 gradients of float64 "
+                 "parameters and float64 of float32 are also accepted, converted in the pass.",
+}
+
+
+def name_of(dtype):
+    """'float32', 'bfloat16', ... for a NumPy dtype, a torch dtype or a string."""
+    s = str(dtype)
+    return s[6:] if s.startswith("torch.") else str(np.dtype(dtype)) if not isinstance(
+        dtype, str) else s
+
+
+def numpy_dtype(name):
+    """The NumPy dtype of a type name (bfloat16 through ml_dtypes)."""
+    if name == "bfloat16":
+        import ml_dtypes
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(name)
+
+
+class Types(NamedTuple):
+    """One row's types: names, the C compute code and storage codes."""
+
+    param: str
+    grad: str
+    state: str          # the state buffers' type
+    compute: str        # float32 or float64
+    master: bool        # state[MASTER] is the float32 master copy
+    staged: bool        # not the plain kernel call: the staging layer runs
+    stochastic: bool    # stochastic rounding of 16-bit stores
+
+
+def types(pname, gname, h, where="grads[i]"):
+    """The types of a step of a parameter of type pname with a gradient of
+    type gname (None: not known yet) under the group's hyperparameters h.
+    TypeError naming where when the gradient's type is not accepted."""
+    compute = "float64" if pname == "float64" else "float32"
+    state = h.get("state_dtype") or pname
+    master = bool(h.get("master_weights")) and pname in FLOATS16
+    if gname is not None and gname != pname:
+        ok = (pname == "float32" and gname in FLOATS16) or (
+            h.get("grad_cast") == "same_kind" and {pname, gname} == {"float32", "float64"})
+        if not ok:
+            hint = (" (pass grad_cast='same_kind' to convert it in the step)"
+                    if {pname, gname} == {"float32", "float64"} else "")
+            raise TypeError(f"{where} has dtype {gname}, the parameter {pname}: no silent "
+                            f"cast is made{hint}")
+    if state in FLOATS16 and compute == "float64":
+        raise TypeError(f"state_dtype={state!r} needs float32 arithmetic; the parameter is "
+                        "float64")
+    stochastic = bool(h.get("stochastic_rounding")) and (pname in FLOATS16 or state in FLOATS16)
+    staged = (pname != compute or (gname is not None and gname != pname) or state != compute
+              or master)
+    return Types(pname, gname or pname, state, compute, master, staged, stochastic)
+
+
+def storage_codes(ty, nbuf):
+    """(compute code, storage per kernel buffer, stochastic per buffer, mirror code)."""
+    from . import _kernels as K
+    code = {"float32": K.STORE_F32, "float64": K.STORE_F64, "bfloat16": K.STORE_BF16,
+            "float16": K.STORE_F16}
+
+    def store(name):
+        return K.STORE_COMPUTE if name == ty.compute else code[name]
+
+    p = K.STORE_COMPUTE if ty.master else store(ty.param)
+    storage = (p, store(ty.grad)) + (store(ty.state),) * (nbuf - 2)
+    sr16 = [ty.stochastic and n in FLOATS16 for n in (ty.param, ty.state)]
+    stochastic = (sr16[0] and not ty.master, False) + (sr16[1],) * (nbuf - 2)
+    mirror = code[ty.param] if ty.master else 0
+    return (0 if ty.compute == "float32" else 1), storage, stochastic, mirror
+
+
+# --- the NumPy twin of a staged call -------------------------------------------------
+def _load(a, name):
+    """float32 (or float64) values of an array stored as name."""
+    if name == "bfloat16":
+        return _rounding.bf16_to_f32(a.view(np.uint16)).reshape(a.shape)
+    if name == "float16":
+        return _rounding.f16_to_f32(a.view(np.uint16)).reshape(a.shape)
+    return a
+
+
+def _store(values, out, name, stochastic, key):
+    """Write values (the compute type) into out, stored as name."""
+    if name in FLOATS16:
+        x = np.asarray(values, dtype=np.float32).reshape(-1)
+        if stochastic:
+            bits = _rounding.sr_bits(key, x.size)
+            fn = _rounding.f32_to_bf16_sr if name == "bfloat16" else _rounding.f32_to_f16_sr
+            h = fn(x, bits)
+        else:
+            h = (_rounding.f32_to_bf16 if name == "bfloat16" else _rounding.f32_to_f16)(x)
+        out.view(np.uint16).reshape(-1)[...] = h
+    else:
+        out[...] = values
+
+
+def reference_step(spec, p, g, st, t, h, index, grad_div=0.0, grad_mul=1.0):
+    """One reference step of parameter index with the types :func:`types`
+    gives: the values converted to the compute type, the algorithm's
+    reference update, the results rounded back (what the staging layer does,
+    csrc/staging.c.inc).  st holds the stored state (and the master copy)."""
+    ty = types(name_of(p.dtype), name_of(g.dtype), h)
+    cdt = np.dtype(ty.compute)
+    work = {}
+    for k, v in st.items():
+        if isinstance(v, np.ndarray) and k != MASTER:
+            work[k] = np.array(_load(v, ty.state), dtype=cdt)
+        else:
+            work[k] = v
+    pw = (np.array(st[MASTER], dtype=cdt) if ty.master
+          else np.array(_load(p, ty.param), dtype=cdt))
+    gw = np.array(_load(g, ty.grad), dtype=cdt)
+    if grad_div:
+        gw = gw / cdt.type(grad_div)
+    if grad_mul != 1:
+        gw = gw * cdt.type(grad_mul)
+    spec.update(pw, gw, work, t, h)
+    seed = h.get("seed", 0)
+    names = spec.kernel_buffers
+    for k, v in work.items():
+        if k in names and isinstance(v, np.ndarray):
+            if k not in st:
+                st[k] = np.empty(p.shape, numpy_dtype(ty.state))
+            b = 2 + names.index(k)
+            _store(v, st[k], ty.state, ty.stochastic, _rounding.sr_key(seed, t, index, b))
+        elif not isinstance(v, np.ndarray):
+            st[k] = v
+    if ty.master:
+        st[MASTER][...] = pw
+        _store(pw, p, ty.param, ty.stochastic,
+               _rounding.sr_key(seed, t, index, _rounding.MIRROR_BUFFER))
+    else:
+        _store(pw, p, ty.param, ty.stochastic, _rounding.sr_key(seed, t, index, 0))
