@@ -55,6 +55,7 @@ from .algorithms import ENTRY_SPECS, SPECS
 __all__ = [s.name for s in SPECS + ENTRY_SPECS]
 
 _DTYPE_CODE = {torch.float32: 0, torch.float64: 1}
+_PRECISION_KEYS = ("state_dtype", "master_weights", "stochastic_rounding", "seed", "grad_cast")
 _STEP_DTYPES = (torch.float32, torch.float64)
 _MAX_PLANS = 64
 # torch.optim classes without fused=True on CPU: the alternative to suggest
@@ -309,9 +310,13 @@ class _Fused:
         (raises for an unsupported flag)."""
         _check_flags(type(self), group, where)
         try:
-            return {k: _plain(group[k]) for k in self.spec.hyper if k in group}
+            clean = {k: _plain(group[k]) for k in self.spec.hyper if k in group}
         except (TypeError, ValueError) as e:
             raise type(e)(f"{where}{e}") from None
+        for k in _PRECISION_KEYS:  # not (yet) torch options: the defaults (torch's behaviour)
+            if k in self.spec.hyper:
+                clean.setdefault(k, self.spec.hyper[k].default)
+        return clean
 
     def _check_group(self, group, where=""):
         """The group's hyperparameters as the Spec checks them (raises)."""
