@@ -12,11 +12,10 @@ import struct
 
 import numpy as np
 import pytest
+from conftest import assert_bitwise, assert_same_state, make_grad
 
 import adaptopt
 from adaptopt import _amp, _kernels, reference
-
-from conftest import assert_bitwise, assert_same_state, make_grad
 
 B = _kernels.GRADNORM_BLOCK
 
@@ -59,7 +58,7 @@ def test_sumsq_order_is_the_documented_one():
     s = _amp.sumsq([x])
     lanes = [2.0 ** 54] + [0.0] * 15
     for k in range(16):
-        for i in range(k + (16 if k == 0 else 0), B, 16):
+        for _i in range(k + (16 if k == 0 else 0), B, 16):
             lanes[k] += 1.0
     for h in (8, 4, 2, 1):
         for k in range(h):
