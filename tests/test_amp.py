@@ -233,3 +233,60 @@ def test_bad_arguments_raise_and_change_nothing(cls):
     assert_bitwise(opt.state[0]["exp_avg"], before[1][0]["exp_avg"])
     assert opt.state[0]["step"] == 1
     assert opt.step(g, grad_scale=np.float32(2.0), max_grad_norm=np.array(1.0)).stepped
+
+
+# --- 16-bit parameters and gradients (through the staging layer) -------------
+F16, F32 = np.dtype(np.float16), np.dtype(np.float32)
+BF16 = "bfloat16"  # ml_dtypes' (optional: the tests that need it skip without it)
+PRECISION = [(BF16, BF16, {}), (F16, F16, {"master_weights": True}),
+             (F32, BF16, {}), (F32, F16, {}),
+             (BF16, BF16, {"stochastic_rounding": True, "seed": 3, "master_weights": True})]
+
+
+def dtype_of(d):
+    if d == BF16:
+        return np.dtype(pytest.importorskip("ml_dtypes").bfloat16)
+    return d
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+@pytest.mark.parametrize("case", range(len(PRECISION)))
+@pytest.mark.parametrize("name", ["Adam", "SGD", "RMSprop", "Lion"])
+def test_amp_step_16bit_bitwise_equal_to_reference(name, case, n_threads, isa):
+    pdt, gdt, kw = PRECISION[case]
+    pdt, gdt = dtype_of(pdt), dtype_of(gdt)
+    rng = np.random.default_rng(case)
+    p0 = [rng.standard_normal(n).astype(pdt) for n in (17, 40001)]
+    fast_p, ref_p = [p.copy() for p in p0], [p.copy() for p in p0]
+    fast = getattr(adaptopt, name)(fast_p, lr=0.01, n_threads=n_threads, **kw)
+    ref = getattr(reference, name)(ref_p, lr=0.01, **kw)
+    for t in range(5):
+        g = [(rng.standard_normal(p.shape) * 50).astype(gdt) for p in p0]
+        if t == 2:
+            g[1][5] = np.inf
+        setting = SETTINGS[t % len(SETTINGS)]
+        rf, rr = fast.step(g, **setting), ref.step(g, **setting)
+        assert rf == rr and rf.stepped == (t != 2)
+        assert dbits(rf.norm) == dbits(math.sqrt(_amp.sumsq(g)) / setting.get("grad_scale", 1.0)) \
+            or not rf.stepped
+        for k, (a, b) in enumerate(zip(fast_p, ref_p)):
+            if a.itemsize == 2:
+                assert np.array_equal(a.view(np.uint16), b.view(np.uint16)), k
+            else:
+                assert_bitwise(a, b, f"param {k}")
+        assert_same_state(fast, ref)
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_sumsq_16bit_kernel_is_the_reference(isa, n_threads, rng):
+    bf16 = dtype_of(BF16)
+    grads = [rng.standard_normal(n).astype(dt) * dt.type(7) for n, dt in
+             ((B + 3, bf16), (100, F16), (70001, bf16), (5, F32), (3 * B, F16))]
+    s, bad = c_sumsq(grads, n_threads)
+    assert dbits(s) == dbits(_amp.sumsq(grads)) and bad == 0
+    grads[3][1] = np.nan
+    grads[4][7] = np.inf
+    for k in (0, 1):
+        g = list(grads)
+        g[3 + k] = g[3 + k].astype(F16 if k == 0 else bf16)
+        assert c_sumsq(g, n_threads)[1] == 1
