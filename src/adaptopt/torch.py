@@ -48,14 +48,19 @@ import threading
 import numpy as np
 from torch.optim import optimizer as _optimizer_hooks
 
-from . import _amp, _engine, _kernels
+from . import _amp, _engine, _kernels, _precision
 from ._config import resolve_threads
+from ._precision import MASTER
 from .algorithms import ENTRY_SPECS, SPECS
 
 __all__ = [s.name for s in SPECS + ENTRY_SPECS]
 
 _DTYPE_CODE = {torch.float32: 0, torch.float64: 1}
-_PRECISION_KEYS = ("state_dtype", "master_weights", "stochastic_rounding", "seed", "grad_cast")
+_PARAM_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+_TORCH_DTYPE = {"float32": torch.float32, "float64": torch.float64,
+                "bfloat16": torch.bfloat16, "float16": torch.float16}
+# the precision options every elementwise algorithm takes (adaptopt._precision)
+_PRECISION = {k: h.default for k, h in _precision._hyper().items()}
 _STEP_DTYPES = (torch.float32, torch.float64)
 _MAX_PLANS = 64
 # torch.optim classes without fused=True on CPU: the alternative to suggest
@@ -185,14 +190,13 @@ def _param_problem(cls, p, where):
         return ValueError(f"{where} is on device {p.device}: adaptopt.torch.{name} updates CPU "
                           f"tensors only; use {alt} for {p.device.type} parameters, or keep "
                           "the model on the CPU")
-    if p.dtype not in _DTYPE_CODE:
+    if p.dtype not in (_PARAM_DTYPES if cls.spec.entry is None else _DTYPE_CODE):
         if p.is_complex():
             why = "complex parameters are not supported"
         elif p.dtype in (torch.float16, torch.bfloat16):
-            why = ("half precision is not supported; keep float32 parameters (autocast "
-                   "the forward pass with torch.autocast for low-precision compute)")
+            why = f"{name} updates float32 and float64 parameters only"
         else:
-            why = "only float32 and float64 parameters are supported"
+            why = "only float32, float64, bfloat16 and float16 parameters are supported"
         return TypeError(f"{where}: {why}; use torch.optim.{name} for {p.dtype} parameters")
     if not p.is_contiguous():
         return ValueError(f"{where} is not contiguous (strides {p.stride()}): the kernels "
@@ -273,6 +277,11 @@ class _Fused:
     """Mixin over a torch.optim class: the engine's step, validation on load."""
 
     spec = None
+    _precision_defaults = _PRECISION
+
+    def _types(self, p, h):
+        """The types of a step of p under the group's checked hyperparameters h."""
+        return _precision.types(_precision.name_of(p.dtype), None, h)
 
     def _adaptopt_init(self, n_threads):
         self.n_threads = n_threads
@@ -290,6 +299,9 @@ class _Fused:
         try:
             gi = len(self.param_groups) - 1
             group = self.param_groups[gi]
+            if self.spec.entry is None:
+                for k, v in self._precision_defaults.items():
+                    group.setdefault(k, v)
             self._check_group(group, f"param_groups[{gi}]: ")
             for k, p in enumerate(group["params"]):
                 if _param_problem(type(self), p, "") is not None:
@@ -313,9 +325,9 @@ class _Fused:
             clean = {k: _plain(group[k]) for k in self.spec.hyper if k in group}
         except (TypeError, ValueError) as e:
             raise type(e)(f"{where}{e}") from None
-        for k in _PRECISION_KEYS:  # not (yet) torch options: the defaults (torch's behaviour)
-            if k in self.spec.hyper:
-                clean.setdefault(k, self.spec.hyper[k].default)
+        if self.spec.entry is None:  # a group from torch.optim has no precision options
+            for k, v in self._precision_defaults.items():
+                clean.setdefault(k, v)
         return clean
 
     def _check_group(self, group, where=""):
@@ -358,21 +370,49 @@ class _Fused:
         super().__setstate__(state)
         self._adaptopt_init(n_threads)
 
+    def load_state_dict(self, state_dict):
+        """torch's load_state_dict, keeping float32 state (master weights,
+        state_dtype='float32') that torch's load casts to a 16-bit
+        parameter's dtype."""
+        super().load_state_dict(state_dict)
+        saved = state_dict.get("state", {}) if isinstance(state_dict, dict) else {}
+        ids = [i for g in state_dict["param_groups"] for i in g["params"]]
+        params = [p for g in self.param_groups for p in g["params"]]
+        with self._lock:
+            for i, p in zip(ids, params):
+                old, st = saved.get(i), self.state.get(p)
+                if not isinstance(old, dict) or not st:
+                    continue
+                for key, v in old.items():
+                    now = st.get(key)
+                    if (isinstance(v, torch.Tensor) and isinstance(now, torch.Tensor)
+                            and v.dtype is torch.float32 and now.dtype is torch.float32
+                            and v.shape == now.shape and v.dim() > 0):
+                        now.copy_(v)  # the exact values: the cast went through p's dtype
+            self._plans.clear()
+            self._last = None
+
     def _check_loaded(self, st, p, group, where):
         fixes = []
-        for key in self.spec.all_buffers:
+        ty = self._types(p, self._check_group(group)) if self.spec.entry is None else None
+        sdt = p.dtype if ty is None else _TORCH_DTYPE[ty.state]
+        for key in self.spec.all_buffers + ((MASTER,) if ty is not None and ty.master else ()):
             v = st.get(key)
             if v is None:
                 continue
-            if not isinstance(v, torch.Tensor) or v.shape != p.shape or v.dtype is not p.dtype:
+            want = torch.float32 if key == MASTER else sdt
+            if not isinstance(v, torch.Tensor) or v.shape != p.shape or not (
+                    v.dtype is want or (ty is not None and v.is_floating_point())):
                 got = (f"tensor of shape {tuple(v.shape)} and dtype {v.dtype}"
                        if isinstance(v, torch.Tensor) else type(v).__name__)
                 raise ValueError(f"{where}: {key!r} must be a tensor of the parameter's shape "
-                                 f"{tuple(p.shape)} and dtype {p.dtype}, got {got}")
+                                 f"{tuple(p.shape)} and dtype {want}, got {got}")
             if v.layout is not torch.strided or v.device.type != "cpu":
                 raise ValueError(f"{where}: {key!r} must be a dense CPU tensor, got "
                                  f"layout {v.layout} on {v.device}")
-            if not v.is_contiguous():
+            if v.dtype is not want:  # torch's load casts state to the parameter's dtype
+                fixes.append((st, key, v.to(want).contiguous()))
+            elif not v.is_contiguous():
                 fixes.append((st, key, v.contiguous()))
         for key in self._counter_keys():
             if key not in st:
@@ -539,7 +579,7 @@ class _Fused:
         for (gi, dtype, t, s, is_first), ps in batches.items():
             h = steps[gi, t]
             extra = _kernels.flag_bits(self.spec.kernel, self.spec.first_flag) if is_first else 0
-            b = self._batch(ps, self.spec.buffers(h), dtype, packs[gi])
+            b = self._batch(ps, self.spec.buffers(h), dtype, packs[gi], h)
             b.t = t
             plan.add(b, _engine.Work(snaps[gi], dict(s) or None, extra, h))
         owned = [_span(p) + ("", p) for g in groups for p in g["params"]]
@@ -583,19 +623,26 @@ class _Fused:
             if not np.isfinite(value):
                 raise ValueError(f"state[{key!r}] of {_where(group, gi, k, p)} must be finite, "
                                  f"got {value!r}")
-        for key in self.spec.buffers(h):
+        ty = self._types(p, h)
+        sdt = _TORCH_DTYPE[ty.state]
+        if ty.master and st.get("step") is not None and st["step"].item() > 0 \
+                and MASTER not in st:
+            raise ValueError(f"the state of {_where(group, gi, k, p)} has no {MASTER!r} "
+                             "(master_weights=True) after a step")
+        for key in self.spec.buffers(h) + ((MASTER,) if ty.master else ()):
             v = st.get(key)
             if v is None:
                 continue
+            want = torch.float32 if key == MASTER else sdt
             if not (isinstance(v, torch.Tensor) and v.layout is torch.strided and v.is_cpu
-                    and v.dtype is p.dtype and v.shape == p.shape and v.is_contiguous()
+                    and v.dtype is want and v.shape == p.shape and v.is_contiguous()
                     and not v.is_neg()):
                 got = (f"shape {tuple(v.shape)}, dtype {v.dtype}, device {v.device}, "
                        f"contiguous {v.is_contiguous()}" if isinstance(v, torch.Tensor)
                        else type(v).__name__)
                 raise ValueError(f"state[{key!r}] of {_where(group, gi, k, p)} must be a "
-                                 "contiguous CPU tensor of the parameter's shape and dtype, "
-                                 f"got {got}")
+                                 f"contiguous CPU tensor of the parameter's shape and dtype "
+                                 f"{want}, got {got}")
             spans.append(_span(v) + (f"state[{key!r}] of {_where(group, gi, k, p)}", v))
         return spans
 
@@ -613,21 +660,28 @@ class _Fused:
             for key, init in self.spec.scalar_state.items():
                 if key not in st:
                     st[key] = torch.tensor(float(init(h)), dtype=_scalar_dtype(group.get("fused")))
+            ty = self._types(p, h)
+            sdt = _TORCH_DTYPE[ty.state]
+            if ty.master and st.get(MASTER) is None:
+                st[MASTER] = p.detach().to(torch.float32, memory_format=torch.preserve_format,
+                                           copy=True)
             for key in self.spec.buffers(h):
                 if st.get(key) is None:
                     init = self.spec.init.get(key)
                     if init == "grad":
                         first.add(p)
-                        st[key] = torch.empty_like(p, memory_format=torch.preserve_format)
+                        st[key] = torch.empty_like(p, dtype=sdt,
+                                                   memory_format=torch.preserve_format)
                     else:
-                        st[key] = self._new_buffer(key, p, group, h)
+                        st[key] = self._new_buffer(key, p, sdt, h)
         return first
 
-    def _new_buffer(self, key, p, group, h):
+    def _new_buffer(self, key, p, dtype, h):
         init = self.spec.init.get(key)
         if init is None:
-            return torch.zeros_like(p, memory_format=torch.preserve_format)
-        return torch.full_like(p, float(init(h)), memory_format=torch.preserve_format)
+            return torch.zeros_like(p, dtype=dtype, memory_format=torch.preserve_format)
+        return torch.full_like(p, float(init(h)), dtype=dtype,
+                               memory_format=torch.preserve_format)
 
     def _pack(self, gi, group):
         """The group's counters as 0-d views of one tensor per key (torch's
@@ -657,19 +711,40 @@ class _Fused:
             out[key] = self._packs[gi, key] = (base.numpy(), pos, views, base)
         return out
 
-    def _batch(self, ps, names, dtype, packs):
+    def _batch(self, ps, names, dtype, packs, h):
         spec = self.spec
-        keys = (None, None) + tuple(n if n in names else None for n in spec.kernel_buffers)
+        ty = self._types(ps[0], h)
+        keys = ((MASTER if ty.master else None, None)
+                + tuple(n if n in names else None for n in spec.kernel_buffers))
         objs, states = [], []
         for p in ps:
             st = self.state[p]
             states.append(st)
-            objs += [p, None] + [st[k] if k else None for k in keys[2:]]
+            objs += [st[MASTER] if ty.master else p, None] + [st[k] if k else None
+                                                               for k in keys[2:]]
         ptrs = [0 if t is None else t.data_ptr() for t in objs]
         nbytes = [0 if t is None else t.nbytes for t in objs]
-        b = _kernels.Batch(_kernels.KIND_TORCH, spec.code, _DTYPE_CODE[dtype], keys, objs, states,
-                           ptrs, nbytes, [p.numel() for p in ps], dtype_obj=dtype,
+        compute = _TORCH_DTYPE[ty.compute]
+        b = _kernels.Batch(_kernels.KIND_TORCH, spec.code, _DTYPE_CODE[compute], keys, objs,
+                           states, ptrs, nbytes, [p.numel() for p in ps],
+                           dtype_obj=torch.float32 if ty.master else dtype,
                            shapes=[p.shape for p in ps])
+        if ty.staged:
+            code, storage, stochastic, mirror = _precision.storage_codes(ty, len(keys))
+            flat = {id(q): i for i, q in enumerate(q for g in self.param_groups
+                                                   for q in g["params"])}
+            staging = _kernels.Staging(code, storage, stochastic, mirror,
+                                       ty.stochastic and ty.master, h["seed"],
+                                       array_ids=[flat[id(p)] for p in ps])
+            sdt = _TORCH_DTYPE[ty.state]
+            sdtype = (torch.float32 if ty.master else dtype, dtype) + (sdt,) * (len(keys) - 2)
+            aobjs = None
+            if ty.master:
+                aobjs = []
+                for p in ps:
+                    aobjs += [p] + [None] * (len(keys) - 1)
+            b.stage(staging, dtype, ("",) + (None,) * (len(keys) - 1) if ty.master else None,
+                    aobjs, sdtype)
         bp = []
         for key, (arr, pos, views, base) in packs.items():
             idx = [pos[id(p)] for p in ps]
@@ -699,6 +774,9 @@ def _make(spec):
                    for k, h in spec.hyper.items() if h.public]
         sig = inspect.Signature(params)
     params.append(inspect.Parameter("n_threads", inspect.Parameter.KEYWORD_ONLY, default=None))
+    if spec.torch:
+        params += [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=v)
+                   for k, v in _PRECISION.items()]
     new_sig = sig.replace(parameters=params)
 
     def __init__(self, *args, n_threads=None, **kwargs):
@@ -706,7 +784,19 @@ def _make(spec):
         self.n_threads = n_threads
         self._plans = None  # add_param_group runs inside torch's __init__
         if spec.torch:
+            prec = {k: kwargs.pop(k, v) for k, v in _PRECISION.items()}
+            self._precision_defaults = {k: spec.hyper[k].check(k, v) for k, v in prec.items()}
             base.__init__(self, *args, **kwargs)
+            self.defaults.update(prec)
+            if spec.eager_state:  # torch's Adagrad made its state in the parameter's dtype
+                for group in self.param_groups:
+                    h = self._check_group(group)
+                    for p in group["params"]:
+                        st = self.state.get(p, {})
+                        sdt = _TORCH_DTYPE[self._types(p, h).state]
+                        for key in spec.buffers(h):
+                            if key in st and st[key].dtype is not sdt:
+                                st[key] = self._new_buffer(key, p, sdt, h)
         else:
             bound = sig.bind(self, *args, **kwargs)
             bound.apply_defaults()
