@@ -226,3 +226,18 @@ def test_staged_kernel_rejects_what_it_cannot_run():
     rc = _kernels.step_staged(_kernels.ALGOS["sgd"], st, ptr, None, 3,
                               np.array([0, 4], np.uintp), [0.0, 0.0, 1.0, -0.1], 0, 1)
     assert rc == _kernels.EINVAL
+
+
+def test_demo_low_precision_shows_the_stall():
+    """The demo's claim: round-to-nearest 16-bit weights stall at lr 1e-5,
+    master weights and stochastic rounding keep float32's progress."""
+    from adaptopt import demo
+    r = demo.run("low-precision", quick=True)
+    final = {run["name"]: run["mse"][-1] for run in r["runs"]}
+    start = r["start_mse"]
+    f32 = final["float32"]
+    drop = start - f32
+    assert drop > 0.5
+    assert start - final["16-bit, round to nearest"] < 0.5 * drop  # stalls
+    assert abs(final["16-bit + master_weights"] - f32) < 0.01 * drop
+    assert abs(final["16-bit + stochastic_rounding"] - f32) < 0.05 * drop

@@ -22,9 +22,12 @@ step in compiled code, every parameter's, state tensor's and gradient's
 address, size, dtype and layout, and that ``state`` and ``param_groups``
 still hold the same objects; anything else is validated in full here.
 
-Supported: CPU, strided, contiguous float32/float64 parameters and gradients.
-Anything else (CUDA and other devices, sparse gradients, complex, half or
-bfloat16 dtypes, non-contiguous tensors, a gradient of another dtype or shape
+Supported: CPU, strided, contiguous float32/float64/bfloat16/float16
+parameters and gradients (16-bit: float32 arithmetic, state in the
+parameter's dtype as torch.optim, or see the precision keywords
+state_dtype, master_weights, stochastic_rounding, seed: README "Mixed
+precision").  Anything else (CUDA and other devices, complex dtypes,
+non-contiguous tensors, a gradient of another dtype or shape
 or sharing memory with what the step writes) raises ``TypeError`` or
 ``ValueError`` naming the parameter and what to use instead, before anything
 is modified.  ``foreach`` and ``fused`` are accepted with any value (the

@@ -1,7 +1,8 @@
 /* Bare metal, on an emulated AVX-512 CPU: every kernel of the avx512 table
  * against the scalar table on the same inputs, bit for bit (all algorithms,
  * dtypes and flag combinations, sizes around the vector widths, unaligned
- * starts, zeros, signed zeros, subnormals and huge values).  The scalar
+ * starts, zeros, signed zeros, subnormals and huge values), and the loops of
+ * the row updates (rows.c.inc).  The scalar
  * kernels are the ones tests/test_parity.py holds to the NumPy reference.
  * Prints its verdict on the serial port, then powers bochs off. */
 #include "internal.h"
@@ -114,6 +115,108 @@ void kmain(void) {
                     puts_("MISMATCH algo "); putn(algo); puts_(" dtype "); putn(dt);
                     puts_(" flags "); putn(flags); puts_(" variant "); putn(variant);
                     puts_(" n "); putn((long)n); puts_(" buffer "); putn(k); puts_("\n");
+                }
+                bad++;
+            }
+        }
+        used = mark;
+    }
+    /* The staging layer (16-bit storage, master weights, stochastic
+     * rounding, gradient scaling) over every algorithm's float32 kernel. */
+    static const struct { unsigned char p, g, s, sr; int mirror; double div, mul; } cfg[] = {
+        {ADAPTOPT_STORE_BF16, ADAPTOPT_STORE_BF16, ADAPTOPT_STORE_BF16, 0, 0, 0.0, 1.0},
+        {ADAPTOPT_STORE_F16, ADAPTOPT_STORE_F16, ADAPTOPT_STORE_F16, 1, 0, 0.0, 1.0},
+        {ADAPTOPT_STORE_BF16, ADAPTOPT_STORE_BF16, ADAPTOPT_STORE_BF16, 1, 0, 1024.0, 0.5},
+        {ADAPTOPT_STORE_COMPUTE, ADAPTOPT_STORE_BF16, ADAPTOPT_STORE_COMPUTE, 1,
+         ADAPTOPT_STORE_F16, 0.0, 1.0},
+        {ADAPTOPT_STORE_COMPUTE, ADAPTOPT_STORE_F16, ADAPTOPT_STORE_F16, 0,
+         ADAPTOPT_STORE_BF16, 0.0, 1.0},
+    };
+    static const size_t ssizes[] = {1, 17, 255, 256, 257, 600};
+    for (int algo = 0; algo < ADAPTOPT_N_ALGOS; algo++)
+    for (size_t c = 0; c < sizeof cfg / sizeof *cfg; c++)
+    for (int flags = 0; flags < nflags[algo]; flags += 1 + (nflags[algo] > 8))
+    for (size_t si = 0; si < sizeof ssizes / sizeof *ssizes; si++) {
+        size_t n = ssizes[si], mark = used;
+        adaptopt_staging st = {0};
+        st.compute = ADAPTOPT_FLOAT32;
+        st.seed = 12345; st.step = 7; st.grad_div = cfg[c].div; st.grad_mul = cfg[c].mul;
+        st.mirror = cfg[c].mirror; st.mirror_stochastic = cfg[c].sr && cfg[c].mirror;
+        void *a[ADAPTOPT_MAX_NBUF], *b[ADAPTOPT_MAX_NBUF], *ma = 0, *mb = 0;
+        size_t es[ADAPTOPT_MAX_NBUF];
+        for (int k = 0; k < nbuf[algo]; k++) {
+            int sk = k == 0 ? cfg[c].p : k == 1 ? cfg[c].g : cfg[c].s;
+            st.storage[k] = (unsigned char)sk;
+            st.stochastic[k] = (unsigned char)(k != 1 && cfg[c].sr && sk != ADAPTOPT_STORE_COMPUTE);
+            es[k] = sk == ADAPTOPT_STORE_COMPUTE ? 4 : 2;
+            a[k] = alloc(n * es[k] + 64);
+            b[k] = alloc(n * es[k] + 64);
+            for (size_t j = 0; j < n; j++) {
+                float v = (float)value(k >= 2);
+                if (es[k] == 4) ((float *)a[k])[j] = v;
+                else ((unsigned short *)a[k])[j] = sk == ADAPTOPT_STORE_BF16
+                    ? adaptopt_f32_to_bf16(v) : adaptopt_f32_to_f16(v);
+            }
+            memcpy(b[k], a[k], n * es[k]);
+        }
+        void *auxa[ADAPTOPT_MAX_NBUF] = {0}, *auxb[ADAPTOPT_MAX_NBUF] = {0};
+        if (st.mirror) {
+            auxa[0] = ma = alloc(2 * n + 64);
+            auxb[0] = mb = alloc(2 * n + 64);
+            memset(ma, 0, 2 * n); memset(mb, 0, 2 * n);
+        }
+        float u[ADAPTOPT_MAX_NSCAL];
+        for (int k = 0; k < ADAPTOPT_MAX_NSCAL; k++) u[k] = (float)scalars[0][k];
+        adaptopt_table_scalar.staged[0](adaptopt_table_scalar.step[algo][0], (void *const *)a,
+                                        auxa, (size_t)nbuf[algo], 0, n, u, flags, &st, 3);
+        adaptopt_table_avx512.staged[0](adaptopt_table_avx512.step[algo][0], (void *const *)b,
+                                        auxb, (size_t)nbuf[algo], 0, n, u, flags, &st, 3);
+        for (int k = 0; k <= nbuf[algo]; k++) {
+            int diff = k < nbuf[algo] ? memcmp(a[k], b[k], n * es[k])
+                                      : (st.mirror ? memcmp(ma, mb, 2 * n) : 0);
+            checked++;
+            if (diff) {
+                if (bad < 20) {
+                    puts_("MISMATCH staged algo "); putn(algo); puts_(" config "); putn((long)c);
+                    puts_(" flags "); putn(flags); puts_(" n "); putn((long)n);
+                    puts_(" buffer "); putn(k); puts_("\n");
+                }
+                bad++;
+            }
+        }
+        used = mark;
+    }
+    /* the row updates' loops (rows.c.inc): sum of 3 gradient rows, scale, drift */
+    for (int dt = 0; dt < 2; dt++)
+    for (size_t si = 0; si < sizeof sizes / sizeof *sizes; si++) {
+        size_t n = sizes[si], es = dt ? 8 : 4, mark = used;
+        void *a[3], *b[3], *g = alloc(3 * (n + 16) * es);
+        static const int64_t order[3] = {2, 0, 1};
+        for (size_t j = 0; j < 3 * (n + 16); j++) {
+            double v = value(0);
+            if (dt) ((double *)g)[j] = v; else ((float *)g)[j] = (float)v;
+        }
+        for (int k = 0; k < 3; k++) {
+            a[k] = alloc((n + 16) * es);
+            b[k] = alloc((n + 16) * es);
+            for (size_t j = 0; j < n + 16; j++) {
+                double v = value(0);
+                if (dt) ((double *)a[k])[j] = v; else ((float *)a[k])[j] = (float)v;
+            }
+            memcpy(b[k], a[k], (n + 16) * es);
+        }
+        adaptopt_table_scalar.rows[dt].sum(a[0], g, order, 3, n + 16);
+        adaptopt_table_avx512.rows[dt].sum(b[0], g, order, 3, n + 16);
+        adaptopt_table_scalar.rows[dt].scale(a[1], n, 0.9);
+        adaptopt_table_avx512.rows[dt].scale(b[1], n, 0.9);
+        adaptopt_table_scalar.rows[dt].drift(a[2], a[1], n, -0.37);
+        adaptopt_table_avx512.rows[dt].drift(b[2], b[1], n, -0.37);
+        for (int k = 0; k < 3; k++) {
+            checked++;
+            if (memcmp(a[k], b[k], (n + 16) * es)) {
+                if (bad < 20) {
+                    puts_("MISMATCH rows loop "); putn(k); puts_(" dtype "); putn(dt);
+                    puts_(" n "); putn((long)n); puts_("\n");
                 }
                 bad++;
             }

@@ -49,6 +49,8 @@ EXPERIMENTS = {
     "bias-correction": ("4c", "Pitfall: forgetting bias correction", experiments.bias_correction),
     "weight-decay": ("4d", "Pitfall: Adam + L2 vs AdamW", experiments.weight_decay),
     "ill-conditioned": ("4e", "Pitfall: ill-conditioned quadratic", experiments.ill_conditioned),
+    "low-precision": ("5a", "Small updates on 16-bit weights: master weights, stochastic "
+                      "rounding", experiments.low_precision),
 }
 #: The experiments' names, in the order the demo runs them.
 NAMES = tuple(EXPERIMENTS)

@@ -21,6 +21,7 @@ from .problems import full_mse, regression_data, run_quadratic, train_regression
 
 __all__ = ["linear_regression", "tutorial_rules", "quadratic_1d", "adagrad_collapse",
            "eps_sensitivity", "bias_correction", "weight_decay", "ill_conditioned",
+           "low_precision",
            "REGRESSION_OPTIMIZERS"]
 
 EPOCHS, QUICK_EPOCHS = 50, 10
@@ -379,3 +380,58 @@ def ill_conditioned(quick=False, seed=42):
                            "adaptive methods shrug off the condition number, but "
                            "turned by 45 degrees they lose that edge and fall behind "
                            "SGD+momentum, which does not depend on the axes."}
+
+
+# --- 5a --------------------------------------------------------------------
+LOW_LR = 1e-5
+LOW_VARIANTS = [("float32", {}), ("16-bit, round to nearest", {}),
+                ("16-bit + master_weights", {"master_weights": True, "state_dtype": "float32"}),
+                ("16-bit + stochastic_rounding", {"stochastic_rounding": True, "seed": 1})]
+
+
+def _low_dtype():
+    """bfloat16 where ml_dtypes gives NumPy one, else float16."""
+    try:
+        import ml_dtypes
+        return np.dtype(ml_dtypes.bfloat16)
+    except ImportError:
+        return np.dtype(np.float16)
+
+
+def low_precision(quick=False, seed=42):
+    """Small updates on 16-bit weights: Adam, lr 1e-5, full-batch regression.
+
+    Experiment 1's data; the weights start at zero.  Adam's step is about lr
+    per weight, far below half a bfloat16 spacing once a weight is larger
+    than ~0.005 (2^-8 relative spacing), so round to nearest drops every
+    update from there on and training stalls.  A float32 master copy, or
+    stochastic rounding (an update of a tenth of a spacing moves the weight
+    one spacing one time in ten), keeps the float32 run's progress.
+    """
+    rng = np.random.RandomState(seed)
+    X, y, _ = regression_data(rng)
+    X32, y32 = X.astype(np.float32), y.astype(np.float32)
+    steps = 3000 if quick else 30000
+    every = steps // 60
+    low = _low_dtype()
+    runs = []
+    for name, kw in LOW_VARIANTS:
+        dt = np.dtype(np.float32) if name == "float32" else low
+        theta = np.zeros(X.shape[1], dt)
+        opt = adaptopt.Adam([theta], lr=LOW_LR, **kw)
+        mse = []
+        for t in range(steps):
+            th = theta.astype(np.float32)
+            g = (2 / len(y32)) * (X32.T @ (X32 @ th - y32))
+            opt.step([g.astype(dt)])
+            if t % every == 0 or t == steps - 1:
+                mse.append(full_mse(X, y, theta.astype(np.float64)))
+        runs.append({"name": name, "settings": kw, "mse": mse,
+                     "moved": float(np.abs(theta.astype(np.float64)).mean())})
+    return {"seed": seed, "steps": steps, "every": every, "lr": LOW_LR, "dtype": low.name,
+            "start_mse": full_mse(X, y, np.zeros(X.shape[1])), "runs": runs,
+            "explanation": f"Adam moves each weight by about lr = {LOW_LR:g} per step. In "
+                           f"{low.name} a weight above ~{LOW_LR * 2 ** 9:.3g} is more than two "
+                           "such steps from its neighbours, so round to nearest gives the "
+                           "same weight back and the loss stops falling; the float32 master "
+                           "copy and stochastic rounding follow float32."}

@@ -171,6 +171,16 @@ def plot_ill_conditioned(r, path):
           f"(curvatures {r['h'][0]:g}, {r['h'][1]:g})")
 
 
+def plot_low_precision(r, path):
+    fig, ((ax,),) = _figure(1)
+    for run in r["runs"]:
+        steps = [min(k * r["every"], r["steps"] - 1) + 1 for k in range(len(run["mse"]))]
+        ax.plot(steps, run["mse"], label=run["name"])
+    ax.set(yscale="log", xlabel="step", ylabel="full-data MSE")
+    ax.legend()
+    _save(fig, path, f"Small updates (Adam, lr {r['lr']:g}) on {r['dtype']} weights")
+
+
 PLOTS = {
     "linear-regression": plot_linear_regression,
     "tutorial-rules": plot_tutorial_rules,
@@ -180,4 +190,5 @@ PLOTS = {
     "bias-correction": plot_bias_correction,
     "weight-decay": plot_weight_decay,
     "ill-conditioned": plot_ill_conditioned,
+    "low-precision": plot_low_precision,
 }

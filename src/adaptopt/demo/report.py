@@ -152,6 +152,18 @@ def ill_conditioned(r):
     return tables
 
 
+def low_precision(r):
+    marks = [0, len(r["runs"][0]["mse"]) // 4, len(r["runs"][0]["mse"]) // 2,
+             len(r["runs"][0]["mse"]) - 1]
+    steps = [min(k * r["every"], r["steps"] - 1) + 1 for k in marks]
+    rows = [[run["name"]] + [_g(run["mse"][k], 5) for k in marks] + [_g(run["moved"], 4)]
+            for run in r["runs"]]
+    return [Table(f"Small updates on {r['dtype']} weights: Adam, lr {r['lr']:g}, full batch "
+                  f"(full-data MSE; at the start {_g(r['start_mse'], 5)})",
+                  ["weights"] + [f"step {k}" for k in steps] + ["mean |theta|"], rows,
+                  [r["explanation"]])]
+
+
 TABLES = {
     "linear-regression": linear_regression,
     "tutorial-rules": tutorial_rules,
@@ -161,4 +173,5 @@ TABLES = {
     "bias-correction": bias_correction,
     "weight-decay": weight_decay,
     "ill-conditioned": ill_conditioned,
+    "low-precision": low_precision,
 }
