@@ -1,8 +1,7 @@
 /* Bare metal, on an emulated AVX-512 CPU: every kernel of the avx512 table
  * against the scalar table on the same inputs, bit for bit (all algorithms,
  * dtypes and flag combinations, sizes around the vector widths, unaligned
- * starts, zeros, signed zeros, subnormals and huge values), and the loops of
- * the row updates (rows.c.inc).  The scalar
+ * starts, zeros, signed zeros, subnormals and huge values).  The scalar
  * kernels are the ones tests/test_parity.py holds to the NumPy reference.
  * Prints its verdict on the serial port, then powers bochs off. */
 #include "internal.h"
@@ -180,43 +179,6 @@ void kmain(void) {
                     puts_("MISMATCH staged algo "); putn(algo); puts_(" config "); putn((long)c);
                     puts_(" flags "); putn(flags); puts_(" n "); putn((long)n);
                     puts_(" buffer "); putn(k); puts_("\n");
-                }
-                bad++;
-            }
-        }
-        used = mark;
-    }
-    /* the row updates' loops (rows.c.inc): sum of 3 gradient rows, scale, drift */
-    for (int dt = 0; dt < 2; dt++)
-    for (size_t si = 0; si < sizeof sizes / sizeof *sizes; si++) {
-        size_t n = sizes[si], es = dt ? 8 : 4, mark = used;
-        void *a[3], *b[3], *g = alloc(3 * (n + 16) * es);
-        static const int64_t order[3] = {2, 0, 1};
-        for (size_t j = 0; j < 3 * (n + 16); j++) {
-            double v = value(0);
-            if (dt) ((double *)g)[j] = v; else ((float *)g)[j] = (float)v;
-        }
-        for (int k = 0; k < 3; k++) {
-            a[k] = alloc((n + 16) * es);
-            b[k] = alloc((n + 16) * es);
-            for (size_t j = 0; j < n + 16; j++) {
-                double v = value(0);
-                if (dt) ((double *)a[k])[j] = v; else ((float *)a[k])[j] = (float)v;
-            }
-            memcpy(b[k], a[k], (n + 16) * es);
-        }
-        adaptopt_table_scalar.rows[dt].sum(a[0], g, order, 3, n + 16);
-        adaptopt_table_avx512.rows[dt].sum(b[0], g, order, 3, n + 16);
-        adaptopt_table_scalar.rows[dt].scale(a[1], n, 0.9);
-        adaptopt_table_avx512.rows[dt].scale(b[1], n, 0.9);
-        adaptopt_table_scalar.rows[dt].drift(a[2], a[1], n, -0.37);
-        adaptopt_table_avx512.rows[dt].drift(b[2], b[1], n, -0.37);
-        for (int k = 0; k < 3; k++) {
-            checked++;
-            if (memcmp(a[k], b[k], (n + 16) * es)) {
-                if (bad < 20) {
-                    puts_("MISMATCH rows loop "); putn(k); puts_(" dtype "); putn(dt);
-                    puts_(" n "); putn((long)n); puts_("\n");
                 }
                 bad++;
             }
