@@ -35,7 +35,7 @@
 #include <omp.h>
 #endif
 
-static const adaptopt_table *table_of(int isa)
+const adaptopt_table *adaptopt_table_of(int isa)
 {
     switch (isa) {
 #ifdef ADAPTOPT_HAVE_AVX512
@@ -66,7 +66,7 @@ int adaptopt_adafactor_step(int dtype, size_t batch, size_t rows, size_t cols,
     const size_t n = batch * rows * cols;
     if (n == 0)
         return ADAPTOPT_OK;
-    const adaptopt_adafactor_fns *f = &table_of(adaptopt_get_isa())->adafactor[dtype];
+    const adaptopt_adafactor_fns *f = &adaptopt_table_of(adaptopt_get_isa())->adafactor[dtype];
     const size_t esize = dtype == ADAPTOPT_FLOAT32 ? sizeof(float) : sizeof(double);
     const double w = scal[ADAPTOPT_ADAFACTOR_SC_one_minus_beta2];
     const double rho = scal[ADAPTOPT_ADAFACTOR_SC_rho];

@@ -188,6 +188,25 @@ int adaptopt_q8_quantize(const float *x, size_t n, uint8_t *codes, float *absmax
 int adaptopt_q8_dequantize(const uint8_t *codes, const float *absmax, size_t n, float *x,
                            int is_signed, int n_threads);
 
+/* The global gradient norm's reduction (csrc/gradnorm.c): over every
+ * gradient of a step, *sumsq = the sum of the squares of all elements, in
+ * float64, and *nonfinite = 1 if any element is inf or NaN (else 0).  Array
+ * i is stored as types[i] (ADAPTOPT_STORE_F32, F64, BF16 or F16), starts at
+ * ptr[i] and has offsets[i+1] - offsets[i] elements (offsets[0] = 0).
+ *
+ * The order is fixed, so the bits do not depend on n_threads or the ISA:
+ * each array is cut into blocks of ADAPTOPT_GRADNORM_BLOCK elements from its
+ * start (the last one shorter); a block's sum is the 16-lane sum of
+ * gradnorm.c.inc; *sumsq = ((0 + b_0) + b_1) + ... over every block of
+ * array 0, then of array 1, ...  Threads share the blocks (from
+ * ADAPTOPT_GRADNORM_THRESHOLD elements on, n_threads clamped to
+ * adaptopt_thread_limit()).  Allocates one double per block: returns
+ * ADAPTOPT_ENOMEM if that fails; never writes the arrays. */
+#define ADAPTOPT_GRADNORM_BLOCK 4096
+#define ADAPTOPT_GRADNORM_THRESHOLD 65536
+int adaptopt_grad_sumsq(size_t n_arrays, const int *types, const void *const *ptr,
+                        const size_t *offsets, int n_threads, double *sumsq, int *nonfinite);
+
 /* Which kernels run: ADAPTOPT_ISA_*; set returns an error code.  The ISA,
  * the thresholds and the thread cap may be set while other threads step:
  * each step reads each of them once, atomically. */

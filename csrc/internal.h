@@ -58,7 +58,8 @@ typedef struct {
 
 /* One ISA's kernels: per algorithm (algorithms.h order) and dtype, the
  * benchmark-only roofline kernel per dtype, Adafactor's loops, the row
- * updates' loops and the 8-bit state's block codecs. */
+ * updates' loops, the 8-bit state's block codecs and the gradient norm's
+ * block sum. */
 typedef struct {
     adaptopt_seg_fn step[ADAPTOPT_N_ALGOS][ADAPTOPT_N_DTYPES];
     adaptopt_seg_fn roofline[ADAPTOPT_N_DTYPES];
@@ -66,11 +67,16 @@ typedef struct {
     adaptopt_q8_fns q8;
     adaptopt_staged_fn staged[ADAPTOPT_N_DTYPES];
     adaptopt_rows_fns rows[ADAPTOPT_N_DTYPES];
+    /* gradnorm.c.inc: sum of squares of one block in float64, per storage
+     * type (F32..F16; NULL for the others); *bad = 1 if non-finite */
+    double (*sumsq[ADAPTOPT_STORE_F16 + 1])(const void *x, size_t n, int *bad);
 } adaptopt_table;
 
 extern const adaptopt_table adaptopt_table_scalar;
 extern const adaptopt_table adaptopt_table_avx2;
 extern const adaptopt_table adaptopt_table_avx512;
+/* The table of a compiled ISA (the scalar one for any other value). */
+const adaptopt_table *adaptopt_table_of(int isa);
 
 #define ADAPTOPT_CAT_(a, b) a##b
 #define ADAPTOPT_CAT(a, b) ADAPTOPT_CAT_(a, b)

@@ -482,7 +482,7 @@ def test_one_kernel_call_per_batch_and_cached_tables(monkeypatch):
     calls, builds = [], []
     real_run = _kernels.run
     monkeypatch.setattr(_kernels, "run",
-                        lambda batches, n: calls.extend(b.dtype for b in batches) or real_run(batches, n))
+                        lambda batches, n, *a: calls.extend(b.dtype for b in batches) or real_run(batches, n, *a))
     real_build = aot._Fused._build
     monkeypatch.setattr(aot._Fused, "_build", lambda self: builds.append(1) or real_build(self))
     p32 = [nn.Parameter(torch.randn(5, 3)) for _ in range(4)]

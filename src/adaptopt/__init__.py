@@ -14,6 +14,7 @@ to the NumPy reference in ``adaptopt.reference``.
 __version__ = "0.1.0"
 
 from . import optim as _optim  # noqa: E402
+from ._amp import StepResult  # noqa: E402
 from ._bench import bench  # noqa: E402
 from ._config import (  # noqa: E402
     _isa_from_env,
@@ -44,5 +45,5 @@ _isa_from_env()
 
 __all__ = ["Adam", "AdamW", "Adagrad", "RMSprop", "SGD", "Adadelta", "Rprop", "ASGD", "NAdam",
            "RAdam", "Adamax", "Lion", "Adafactor", "show_config", "get_num_threads",
-           "set_num_threads", "get_isa", "set_isa", "available_isas", "bench"]
+           "set_num_threads", "get_isa", "set_isa", "available_isas", "bench", "StepResult"]
 assert sorted(__all__[:13]) == sorted(_optim.__all__), "adaptopt exports every optimizer"

@@ -21,7 +21,7 @@ import threading
 
 import numpy as np
 
-from . import _engine, _precision, _quant
+from . import _amp, _engine, _precision, _quant
 from ._config import resolve_threads
 from ._precision import INT8, MASTER, absmax_key
 
@@ -280,16 +280,82 @@ class Optimizer:
         return _engine.sorted_spans(spans)
 
     # --- one step
-    def step(self, grads):
+    def step(self, grads, grad_scale=None, max_grad_norm=None):
         """Update every parameter whose gradient is not None, in place.
 
         ``grads`` has one entry per parameter, in the order the parameters
         are held (over all groups).  Thread-safe: concurrent calls on one
         optimizer are serialised by a lock.
+
+        Parameters
+        ----------
+        grads : list or tuple of ndarray or None
+            One gradient per parameter (None: that parameter is not updated);
+            never written.
+        grad_scale : float, optional
+            The loss scale the gradients were multiplied by (mixed-precision
+            training): the update uses ``g / grad_scale``, divided on the fly.
+        max_grad_norm : float, optional
+            Clip the global 2-norm of the (unscaled) gradients of the step to
+            this value, as ``torch.nn.utils.clip_grad_norm_`` defines it: the
+            update uses ``g * coef``, ``coef = max_grad_norm / (norm + 1e-6)``
+            when that is < 1.
+
+        Returns
+        -------
+        StepResult or None
+            None when neither ``grad_scale`` nor ``max_grad_norm`` is given
+            (the gradients are then used as they are: an inf or NaN
+            propagates into the parameter, as in torch).  Otherwise
+            ``StepResult(norm, stepped)``: the global norm of the unscaled
+            gradients (one fused reduction pass over them, float64, bitwise
+            the same for any thread count and SIMD path) and whether the
+            step was taken.  A gradient holding an inf or NaN anywhere (a
+            norm that is not finite) skips the step: parameters, state and
+            step counts are left exactly as they were.  The norm's definition
+            and precision: the user guide's *Mixed precision and clipping*.
         """
+        if grad_scale is None and max_grad_norm is None:
+            with self._lock:
+                if not self._step_fast(grads):
+                    self._step_general(grads)
+            return None
+        scale, max_norm = _amp.check_scale(grad_scale), _amp.check_max_norm(max_grad_norm)
         with self._lock:
-            if not self._step_fast(grads):
-                self._step_general(grads)
+            present = self._checked_for_amp(grads)
+            norm, stepped, div, mul = _amp.scalars(self._sumsq(present), scale, max_norm)
+            if stepped:
+                self._step_scaled(grads, div, mul)
+            return _amp.StepResult(norm, stepped)
+
+    def _checked_for_amp(self, grads):
+        """The gradients that are not None, once everything a step with grads
+        would use is valid (raises, changing nothing, if not)."""
+        if not self._fast_valid(grads):
+            saved = self.state, self._params, self._layout
+            try:
+                self._validate(grads)
+            except BaseException:
+                self.state, self._params, self._layout = saved
+                self._plans.clear()
+                self._last = None
+                raise
+        return [g for g in grads if g is not None]
+
+    def _fast_valid(self, grads):
+        """True when a cached plan proves grads valid (compiled checks)."""
+        return False
+
+    def _sumsq(self, grads):
+        """The sum of squares of every element of grads (see _amp.sumsq)."""
+        return _amp.sumsq(grads)
+
+    def _step_scaled(self, grads, div, mul):
+        """The step with each gradient g used as g / div (div 0: not divided)
+        * mul, in the step's compute type (_apply's scale)."""
+        scale = (div, mul, False) if div or mul != 1.0 else None
+        if not self._step_fast(grads, scale):
+            self._step_general(grads, scale)
 
     def step_rows(self, param_index, rows, row_grads, exact=False):
         """Update only the given rows of a 2-D parameter (an embedding table).
@@ -327,8 +393,9 @@ class Optimizer:
         with self._lock:
             _rows.step_rows(self, param_index, rows, row_grads, exact)
 
-    def _step_fast(self, grads):
-        """A shortcut for the common case; False: take the general path."""
+    def _step_fast(self, grads, scale=None):
+        """A shortcut for the common case; False: take the general path.
+        scale: the gradients' scaling done in the kernels (_kernels.run)."""
         return False
 
     def _snapshot(self, gi):
@@ -339,7 +406,7 @@ class Optimizer:
             snap = self._snaps[gi] = _engine.Snapshot(self.spec, group, type(self).__name__)
         return snap
 
-    def _step_general(self, grads):
+    def _step_general(self, grads, scale=None):
         saved = self.state, self._params, self._layout
         try:
             plan = self._validate(grads)
@@ -352,7 +419,7 @@ class Optimizer:
         for (gi, _, t, _, _), idx in batches.items():
             for i in idx:
                 self._ensure_state(i, resolved[gi, t])
-        self._apply(grads, snaps, resolved, batches)
+        self._apply(grads, snaps, resolved, batches, scale)
 
     def _validate(self, grads):
         """Check everything a step with grads will use; change nothing."""
@@ -510,8 +577,10 @@ class Optimizer:
                 if name not in st:
                     st[name] = np.zeros(shape, dtype=p.dtype)
 
-    def _apply(self, grads, snaps, resolved, batches):
-        """Update the batches: {(group, dtype, t, scalar state, first buffers): indices}."""
+    def _apply(self, grads, snaps, resolved, batches, scale=None):
+        """Update the batches: {(group, dtype, t, scalar state, first buffers): indices};
+        scale: None, or (div, mul, writeback): each gradient used as g / div
+        (0: not divided) * mul, in the compute type (writeback: never here)."""
         raise NotImplementedError
 
     # --- state_dict

@@ -170,12 +170,13 @@ class Plan:
                 self.counters(b, w, w.s)
         return True
 
-    def step(self, n_threads):
+    def step(self, n_threads, scale=None):
         """One step: each batch's flags and scalars (Python code, an lr
         schedule, runs here, before anything is written, so an exception
-        changes nothing), then every kernel and counter in one compiled call."""
+        changes nothing), then every kernel and counter in one compiled call.
+        scale: the gradients' scaling (_kernels.run), or None."""
         if self.common:
-            _kernels.plan_step(self, n_threads)
+            _kernels.plan_step(self, n_threads, scale)
             return
         for b, w in zip(self.batches, self.work):
             snap = w.snap
@@ -192,7 +193,7 @@ class Plan:
             if w.s is not None:
                 w.next_s = spec.advance(h, b.t, w.s)
                 self.counters(b, w, w.next_s)
-        _kernels.run(self.batches, n_threads)
+        _kernels.run(self.batches, n_threads, scale)
         for b, w in zip(self.batches, self.work):
             w.extra = 0  # SGD's first momentum step is taken
             if w.s is not None:

@@ -15,6 +15,7 @@ from cpython.long cimport PyLong_AsLongLong, PyLong_AsSsize_t, PyLong_CheckExact
 from cpython.object cimport PyObject, PyObject_RichCompareBool, Py_EQ
 from cpython.tuple cimport PyTuple_GET_ITEM
 from libc.stdint cimport int64_t, uint64_t
+from libc.string cimport memset
 cimport numpy as cnp
 
 import numpy as np
@@ -574,29 +575,46 @@ cdef void _pack_write(cnp.ndarray arr, object pos, double value):
             (<double *>data)[k] = value
 
 
-def run(list batches, int n_threads):
+cdef int _call(Batch b, int n_threads, adaptopt_staging *st) noexcept nogil:
+    """One batch's kernel: plain, or staged when st is given."""
+    if st == NULL:
+        return adaptopt_step(b.algo, b.dtype, b.n, b.nbuf, <void **>b.ptr, b.off, b.sc,
+                             b.nscal, b.flags, n_threads)
+    return adaptopt_step_staged(b.algo, st, b.n, b.nbuf, <void **>b.ptr, <void **>b.aptr, b.off,
+                                b.sc, b.nscal, b.flags, n_threads)
+
+
+def run(list batches, int n_threads, scale=None):
     """Every kernel call of a step, then every counter: one call, no Python
-    code in between.  RuntimeError only if C rejects its arguments, which
-    the engine's checks rule out."""
+    code in between.  scale: None, or (grad_div, grad_mul, writeback): each
+    gradient g is used as g / grad_div (0: not divided) * grad_mul, computed
+    on the fly in the kernel's pass (the staging layer; writeback: the scaled
+    g is stored back into the gradient, torch's fused AMP).  RuntimeError
+    only if C rejects its arguments, which the engine's checks rule out."""
     cdef Batch b
     cdef Py_ssize_t r
     cdef int rc
     cdef tuple c, pk
     cdef object t
+    cdef adaptopt_staging st
+    cdef adaptopt_staging *stp
     for b in batches:
+        stp = NULL
         if b.staging is not None:
             b.staging.st.step = b.t
-            with nogil:
-                rc = adaptopt_step_staged(b.algo, &b.staging.st, b.n, b.nbuf, <void **>b.ptr,
-                                          <void **>b.aptr, b.off, b.sc, b.nscal, b.flags,
-                                          n_threads)
-        elif b.off[b.n] < 16384:  # a few microseconds at most: keep the GIL
-            rc = adaptopt_step(b.algo, b.dtype, b.n, b.nbuf, <void **>b.ptr, b.off, b.sc,
-                               b.nscal, b.flags, n_threads)
+            st = b.staging.st
+            stp = &st
+        elif scale is not None:
+            memset(&st, 0, sizeof(st))
+            st.compute, st.grad_mul = b.dtype, 1.0
+            stp = &st
+        if scale is not None:
+            st.grad_div, st.grad_mul, st.grad_writeback = scale[0], scale[1], bool(scale[2])
+        if b.off[b.n] < 16384:  # a few microseconds at most: keep the GIL
+            rc = _call(b, n_threads, stp)
         else:
             with nogil:
-                rc = adaptopt_step(b.algo, b.dtype, b.n, b.nbuf, <void **>b.ptr, b.off, b.sc,
-                                   b.nscal, b.flags, n_threads)
+                rc = _call(b, n_threads, stp)
         if rc != ADAPTOPT_OK:
             raise RuntimeError(f"adaptopt kernel {b.algo} rejected its arguments (code {rc})")
     for b in batches:
@@ -679,7 +697,7 @@ cdef bint _snaps_hold(list snaps) except -1:
     return True
 
 
-def fast_step(plan, groups, grads, dict state_map, int n_threads):
+def fast_step(plan, groups, grads, dict state_map, int n_threads, scale=None):
     """The NumPy front end's whole common step in one call: 1 when it ran;
     0 when the plan does not hold for these arguments (nothing done); 2 when
     it holds but its scalars need Python (a schedule, scalar state): the
@@ -692,11 +710,11 @@ def fast_step(plan, groups, grads, dict state_map, int n_threads):
         return 0
     if not plan.common:
         return 2
-    plan_step(plan, n_threads)
+    plan_step(plan, n_threads, scale)
     return 1
 
 
-def fast_step_torch(plan, groups, list params, strided, int n_threads):
+def fast_step_torch(plan, groups, list params, strided, int n_threads, scale=None):
     """fast_step for the torch front end: params are all the group's
     parameters (the gradients are their .grad)."""
     cdef Py_ssize_t i, given = 0
@@ -706,11 +724,11 @@ def fast_step_torch(plan, groups, list params, strided, int n_threads):
         return 0
     if not plan.common:
         return 2
-    plan_step(plan, n_threads)
+    plan_step(plan, n_threads, scale)
     return 1
 
 
-def plan_step(plan, int n_threads):
+def plan_step(plan, int n_threads, scale=None):
     """Plan.step for the common case (plan.common: no lr schedule, no scalar
     state, no pending first-step flags): each batch's scalars from its
     group's snapshot, then every kernel and counter."""
@@ -732,7 +750,7 @@ def plan_step(plan, int n_threads):
             b.sc[<Py_ssize_t>positions[k]] = values[k]
         b.nscal = len(fixed)
         b.flags = snap.flags
-    run(batches, n_threads)
+    run(batches, n_threads, scale)
 
 
 def none_mask(grads):
@@ -933,3 +951,34 @@ def q8_dequantize(const unsigned char[::1] codes, const float[::1] absmax, float
                                     &absmax[0] if x.shape[0] else NULL, x.shape[0],
                                     &x[0] if x.shape[0] else NULL, is_signed, n_threads)
     return rc
+
+
+cdef extern from "adaptopt.h" nogil:
+    int adaptopt_grad_sumsq(size_t n_arrays, const int *types, const void *const *ptr,
+                            const size_t *offsets, int n_threads, double *sumsq, int *nonfinite)
+    enum:
+        ADAPTOPT_GRADNORM_BLOCK, ADAPTOPT_GRADNORM_THRESHOLD
+
+GRADNORM_BLOCK, GRADNORM_THRESHOLD = ADAPTOPT_GRADNORM_BLOCK, ADAPTOPT_GRADNORM_THRESHOLD
+
+
+def grad_sumsq(cnp.ndarray ptr, cnp.ndarray types, cnp.ndarray offsets, int n_threads):
+    """The global gradient norm's reduction (csrc/adaptopt.h): (code, sum of
+    squares in float64, 1 if any element is inf or NaN).  ptr: uint64
+    addresses, types: intc storage codes (STORE_F32 ... STORE_F16), one each
+    per array; offsets: uintp, n_arrays + 1."""
+    cdef size_t n_arrays = offsets.size - 1 if offsets.size else 0
+    cdef size_t *off = <size_t *>_data(offsets, cnp.NPY_UINTP, 1, "offsets")
+    cdef void **p = <void **>_data(ptr, cnp.NPY_UINT64, n_arrays, "ptr")
+    cdef int *dt = <int *>_data(types, cnp.NPY_INT, n_arrays, "types")
+    cdef double s = 0
+    cdef int bad = 0, rc
+    if n_arrays == 0:
+        return adaptopt_grad_sumsq(0, NULL, NULL, off, n_threads, &s, &bad), s, bad
+    if off[n_arrays] < 65536:
+        rc = adaptopt_grad_sumsq(n_arrays, dt, <const void *const *>p, off, n_threads, &s, &bad)
+    else:
+        with nogil:
+            rc = adaptopt_grad_sumsq(n_arrays, dt, <const void *const *>p, off, n_threads, &s,
+                                     &bad)
+    return rc, s, bad

@@ -20,7 +20,7 @@ takes the general path of ``_base.Optimizer``, which validates everything
 
 import numpy as np
 
-from . import _base, _classes, _engine, _kernels, _precision
+from . import _amp, _base, _classes, _engine, _kernels, _precision
 from ._config import resolve_threads
 from .algorithms import ENTRY_SPECS, SPECS
 
@@ -40,8 +40,42 @@ def _counters(batch, work, new_s):
     batch.counters = [(k, work.s[k], new_s[k]) for k in work.s]
 
 
+_STORE_CODE = {np.dtype(np.float32): _kernels.STORE_F32, np.dtype(np.float64): _kernels.STORE_F64,
+               np.dtype(np.float16): _kernels.STORE_F16}
+try:
+    _STORE_CODE[_precision.numpy_dtype("bfloat16")] = _kernels.STORE_BF16
+except ImportError:  # ml_dtypes is optional
+    pass
+
+
+def _sumsq(self, grads):
+    """_amp.sumsq in one compiled, threaded pass (csrc/gradnorm.c)."""
+    n = len(grads)
+    ptr = np.empty(n, dtype=np.uint64)
+    _kernels.fill_pointers(grads, ptr, 0, 1)
+    codes = np.fromiter((_STORE_CODE[g.dtype] for g in grads), dtype=np.intc, count=n)
+    offsets = np.zeros(n + 1, dtype=np.uintp)
+    np.cumsum(np.fromiter((g.size for g in grads), dtype=np.uintp, count=n), out=offsets[1:])
+    rc, s, _ = _kernels.grad_sumsq(ptr, codes, offsets, resolve_threads(self.n_threads))
+    if rc != _kernels.OK:
+        raise MemoryError("adaptopt: no memory for the gradient norm's block sums") \
+            if rc == -4 else RuntimeError(f"adaptopt gradient norm failed with code {rc}")
+    return s
+
+
 class _Fast(_base.Optimizer):
-    def _step_fast(self, grads):
+    _sumsq = _sumsq
+
+    def _fast_valid(self, grads):
+        plan = self._last
+        if (plan is None or (type(grads) is not list and type(grads) is not tuple)
+                or type(self.state) is not dict or len(grads) != len(self._params)):
+            return False
+        given = sum(g is not None for g in grads)
+        return given == plan.rows and _kernels.fast_check(plan, self.param_groups, grads,
+                                                          self.state)
+
+    def _step_fast(self, grads, scale=None):
         plan = self._last
         if plan is None or (type(grads) is not list and type(grads) is not tuple):
             return False
@@ -49,18 +83,18 @@ class _Fast(_base.Optimizer):
         if type(state) is not dict or len(grads) != len(self._params):
             return False
         done = _kernels.fast_step(plan, self.param_groups, grads, state,
-                                  resolve_threads(self.n_threads))
+                                  resolve_threads(self.n_threads), scale)
         if not done:  # another subset's plan, or one whose counts other plans moved
             plan = self._plans.get(_kernels.none_mask(grads))
             if plan is None or not plan.resync(self._read_counters):
                 return False
             done = _kernels.fast_step(plan, self.param_groups, grads, state,
-                                      resolve_threads(self.n_threads))
+                                      resolve_threads(self.n_threads), scale)
             if not done:
                 return False
             self._last = plan
         if done == 2:
-            plan.step(resolve_threads(self.n_threads))
+            plan.step(resolve_threads(self.n_threads), scale)
         return True
 
     def _read_counters(self, batch):
@@ -74,7 +108,7 @@ class _Fast(_base.Optimizer):
             return None  # not a valid state: the general path says what is wrong
         return step + 1, dict(zip(keys, s)) if keys else None
 
-    def _apply(self, grads, snaps, resolved, batches):
+    def _apply(self, grads, snaps, resolved, batches, scale=None):
         spec = self.spec
         plan = _engine.Plan(_counters)
         for (gi, dtypes, t, s, first), rows in batches.items():
@@ -99,7 +133,7 @@ class _Fast(_base.Optimizer):
         plan.layout = self._layout
         if not _kernels.check_numpy_all(plan.batches, grads, plan.spans.compiled, self.state):
             raise RuntimeError("adaptopt: a validated step failed the engine's check")
-        plan.step(resolve_threads(self.n_threads))
+        plan.step(resolve_threads(self.n_threads), scale)
         if len(self._plans) >= _MAX_PLANS:
             self._plans.clear()
         self._plans[_kernels.none_mask(grads)] = self._last = plan
@@ -147,7 +181,12 @@ class _Entry(_base.Optimizer):
     path, which validates every array (the state buffers against the shapes
     the algorithm gives them) before the first call."""
 
-    def _apply(self, grads, snaps, resolved, batches):
+    _sumsq = _sumsq
+
+    def _apply(self, grads, snaps, resolved, batches, scale=None):
+        if scale is not None:  # unscaled, clipped copies (not fused into this entry)
+            with np.errstate(all="ignore"):
+                grads = [None if g is None else _amp.unscaled(g, *scale[:2]) for g in grads]
         spec, threads = self.spec, resolve_threads(self.n_threads)
         entry = getattr(_kernels, spec.entry["function"])
         module = __import__(spec.update.__module__, fromlist=["kernel_call"])

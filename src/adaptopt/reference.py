@@ -18,7 +18,7 @@ and writes parameters and state in place.
 
 import numpy as np
 
-from . import _base, _classes, _precision
+from . import _amp, _base, _classes, _precision
 from .algorithms import ENTRY_SPECS, SPECS
 from .algorithms._common import lerp
 
@@ -28,8 +28,9 @@ __all__ = [s.name for s in SPECS + ENTRY_SPECS] + ["lerp"]
 class _Reference(_base.Optimizer):
     _rows_reference = True  # step_rows runs the NumPy twin (adaptopt._rows)
 
-    def _apply(self, grads, snaps, resolved, batches):
+    def _apply(self, grads, snaps, resolved, batches, scale=None):
         spec = self.spec
+        div, mul = (0.0, 1.0) if scale is None else scale[:2]
         # Overflow to inf and NaN are results, as in torch and the kernels: no warnings.
         with np.errstate(all="ignore"):
             for (gi, _, t, s, _), idx in batches.items():
@@ -39,9 +40,9 @@ class _Reference(_base.Optimizer):
                     st = self.state[i]
                     p, g = self._params[i], grads[i]
                     if spec.entry is None and self._types(p, h, g).staged:
-                        _precision.reference_step(spec, p, g, st, t, h, i)
-                    else:
-                        spec.update(p, g, st, t, h)
+                        _precision.reference_step(spec, p, g, st, t, h, i, div, mul)
+                    else:  # g in the compute type: g / div * mul (_amp.unscaled)
+                        spec.update(p, _amp.unscaled(g, div, mul), st, t, h)
                     st["step"] = t
                     if new_s:
                         st.update(new_s)

@@ -55,7 +55,7 @@ import threading
 import numpy as np
 from torch.optim import optimizer as _optimizer_hooks
 
-from . import _engine, _kernels, _precision
+from . import _amp, _engine, _kernels, _precision
 from ._config import resolve_threads
 from ._precision import MASTER
 from .algorithms import ENTRY_SPECS, SPECS
@@ -244,6 +244,34 @@ def _grad_problem(cls, p, g, where):
 def _span(t):
     start = t.data_ptr()
     return start, start + t.numel() * t.element_size()
+
+
+def _amp_args(opt):
+    """GradScaler's ``grad_scale`` and ``found_inf`` (the attributes it sets
+    on an optimizer that declares ``_step_supports_amp_scaling``, read as
+    torch's fused optimizers read them): (scale, skip).  scale: None, or the
+    kernels' (grad_div, 1, writeback): the gradients divided by grad_scale on
+    the fly and the quotient left in ``.grad``, as torch's fused step does;
+    skip: found_inf is set (nonzero), the step changes nothing."""
+    grad_scale, found_inf = getattr(opt, "grad_scale", None), getattr(opt, "found_inf", None)
+    skip = False
+    if found_inf is not None:
+        if isinstance(found_inf, torch.Tensor):
+            if found_inf.numel() != 1:
+                raise ValueError(f"found_inf must be a 1-element tensor, got shape "
+                                 f"{tuple(found_inf.shape)}")
+            found_inf = found_inf.item()
+        if isinstance(found_inf, bool) or not isinstance(found_inf, numbers.Real):
+            raise TypeError(f"found_inf must be a 1-element tensor or a number, got {found_inf!r}")
+        skip = found_inf != 0
+    if grad_scale is None:
+        return None, skip
+    if isinstance(grad_scale, torch.Tensor):
+        if grad_scale.numel() != 1:
+            raise ValueError(f"grad_scale must be a 1-element tensor, got shape "
+                             f"{tuple(grad_scale.shape)}")
+        grad_scale = grad_scale.item()
+    return (_amp.check_scale(grad_scale), 1.0, True), skip
 
 
 def _counters(batch, work, new_s):
@@ -453,48 +481,55 @@ class _Fused:
                 loss = closure()
         with self._lock:
             threads = resolve_threads(self.n_threads)
-            done = self._fast_step(threads)
-            if not done:
-                self._slow_step(threads)
+            scale, skip = _amp_args(self)
+            if skip:
+                self._build(dry=True)  # the checks of a step; nothing changes
+            elif not self._fast_step(threads, scale):
+                self._slow_step(threads, scale)
         self._optimizer_step_code()
         for hook in (*self._optimizer_step_post_hooks.values(),
                      *_optimizer_hooks._global_optimizer_post_hooks.values()):
             hook(self, args, kwargs)
         return loss
 
-    def _slow_step(self, threads):
+    def _slow_step(self, threads, scale=None):
         """The step after the fast path declined: sparse gradients (SGD, Adagrad)
-        by the row kernel (_sparse_torch, checked first), the rest by a plan."""
+        by the row kernel (_sparse_torch, checked first), the rest by a plan.
+        scale: GradScaler's unscaling in the kernels (dense gradients only)."""
         sparse = _sparse_torch.split(self) if self.spec.name in _sparse_torch.SPARSE_OK else []
+        if sparse and scale is not None:
+            raise ValueError("GradScaler's fused unscaling (grad_scale) does not take sparse "
+                             "gradients: call scaler.unscale_(optimizer) before scaler.step")
         hidden = [(item["p"], item["p"].grad) for item in sparse]
         try:
             for p, _ in hidden:
                 p.grad = None
-            if not (hidden and self._fast_step(threads)):
-                self._build().step(threads)
+            if not (hidden and self._fast_step(threads, scale)):
+                self._build().step(threads, scale)
         finally:
             for p, g in hidden:
                 p.grad = g
         _sparse_torch.run(self, sparse, threads)
 
     # --- the engine ------------------------------------------------------------
-    def _fast_step(self, threads):
-        """Step from a cached plan if everything it holds is unchanged: True if it ran."""
+    def _fast_step(self, threads, scale=None):
+        """Step from a cached plan if everything it holds is unchanged: True if it ran.
+        scale: the gradients' scaling in the kernels (_kernels.run), or None."""
         state, plan = self.state, self._last
         if plan is None or type(state) is not _State or state.stamp is not self._stamp:
             return False
         groups, strided = self.param_groups, torch.strided
-        done = _kernels.fast_step_torch(plan, groups, self._flat, strided, threads)
+        done = _kernels.fast_step_torch(plan, groups, self._flat, strided, threads, scale)
         if not done:  # another subset's plan, or one whose counts other plans moved
             plan = self._plans.get(_kernels.grad_mask(self._flat))
             if plan is None or not plan.resync(self._read_counters):
                 return False
-            done = _kernels.fast_step_torch(plan, groups, self._flat, strided, threads)
+            done = _kernels.fast_step_torch(plan, groups, self._flat, strided, threads, scale)
             if not done:
                 return False
             self._last = plan
         if done == 2:
-            plan.step(threads)
+            plan.step(threads, scale)
         return True
 
     def _read_counters(self, batch):
@@ -522,9 +557,10 @@ class _Fused:
             self._snaps[gi] = snap
         return snap
 
-    def _build(self):
+    def _build(self, dry=False):
         """Validate everything the step will touch, create missing state, and
-        make (and cache) the plan.  Nothing changes before the last check."""
+        make (and cache) the plan.  Nothing changes before the last check;
+        dry: only the checks (a skipped AMP step), returns None."""
         if type(self.state) is not _State:  # replaced by hand
             self.state = _State(self.state)
         groups = self.param_groups
@@ -558,6 +594,8 @@ class _Fused:
             t = (int(st["step"].item()) if self._has_step and "step" in st else 0) + 1
             if (gi, t) not in steps:
                 steps[gi, t] = snaps[gi].resolved(t)  # a schedule runs before anything changes
+        if dry:
+            return None
         # nothing changes above this line
         first = self._init_state(rows, steps)
         packs = {gi: self._pack(gi, group) for gi, group in enumerate(groups)}
@@ -821,7 +859,8 @@ def _make(spec):
                + spec.doc)
     return type(spec.name, (_Fused, base), {
         "spec": spec, "__init__": __init__, "__doc__": doc, "__module__": __name__,
-        "__qualname__": spec.name, "_has_step": spec.name != "SGD", "step": _Fused.step})
+        "__qualname__": spec.name, "_has_step": spec.name != "SGD", "step": _Fused.step,
+        "_step_supports_amp_scaling": True})
 
 
 for _spec in SPECS:
@@ -884,7 +923,13 @@ class _FusedEntry:
             if spans.find(*_span(p.grad)) is not None:
                 raise ValueError("a gradient shares memory with a parameter or state tensor "
                                  "the step writes: give each parameter a separate gradient")
+        scale, skip = _amp_args(self)
+        if skip:
+            return loss
         # nothing changes above this line
+        for p, *_ in work:  # GradScaler's unscale, as torch's fused steps leave it (not fused)
+            if scale is not None:
+                p.grad.div_(scale[0])
         for p, group, h, t in work:
             st = self.state[p]
             if "step" not in st:
@@ -922,7 +967,7 @@ def _make_entry(spec):
     helpers = {"_clean": _Fused._clean, "_check_group": _Fused._check_group}
     return type(spec.name, (_FusedEntry, base), {
         "spec": spec, "__init__": __init__, "__doc__": doc, "__module__": __name__,
-        "__qualname__": spec.name, **helpers})
+        "__qualname__": spec.name, "_step_supports_amp_scaling": True, **helpers})
 
 
 for _spec in ENTRY_SPECS:
