@@ -43,6 +43,7 @@ except ImportError as e:  # not installed, or blocked (sys.modules["torch"] = No
 import collections
 import inspect
 import numbers
+import sys
 import threading
 
 import numpy as np
@@ -175,6 +176,7 @@ def _param_problem(cls, p, where):
     name = cls.spec.torch or cls.spec.name
     if not isinstance(p, torch.Tensor):
         return TypeError(f"{where}: optimizer can only optimize Tensors, got {type(p).__name__}")
+    p = _local(p)
     if p.layout is not torch.strided:
         return TypeError(f"{where} has layout {p.layout}: adaptopt.torch updates dense "
                          f"(strided) tensors; use torch.optim.{name}")
@@ -204,6 +206,10 @@ def _param_problem(cls, p, where):
 def _grad_problem(cls, p, g, where):
     """The error for a gradient the kernels cannot read, or None."""
     name = cls.spec.torch or cls.spec.name
+    kind = _same_kind(p, g)
+    if kind is not None:
+        return TypeError(f"the gradient of {where} is {kind}")
+    p, g = _local(p), _local(g)
     if g.layout is not torch.strided:
         advice = _SPARSE_ADVICE.get(name, f"torch.optim.{name} does not support them either; "
                                           "use sparse=False")
@@ -229,7 +235,35 @@ def _grad_problem(cls, p, g, where):
     return None
 
 
+def _dtensor(t):
+    """t is a DTensor (FSDP2's fully_shard, torch.distributed.tensor): its
+    data is its local shard; None if torch.distributed.tensor is not loaded."""
+    mod = sys.modules.get("torch.distributed.tensor")
+    return mod is not None and isinstance(t, mod.DTensor)
+
+
+def _local(t):
+    """A DTensor's local shard (what ``t.to_local()`` returns under no_grad),
+    else t itself: the kernels update each rank's shard of a DTensor."""
+    return t._local_tensor if _dtensor(t) else t
+
+
+def _same_kind(p, v):
+    """None if v is laid out as parameter p (both plain tensors, or DTensors
+    with the same mesh and placements and local shape), else what differs."""
+    if _dtensor(p) != _dtensor(v):
+        return (f"a {type(v).__name__} for a {type(p).__name__} parameter (a DTensor "
+                "parameter, e.g. FSDP2's, needs DTensor state of the same placements)")
+    if _dtensor(p) and (v.device_mesh != p.device_mesh or v.placements != p.placements
+                        or v._local_tensor.shape != p._local_tensor.shape):
+        return (f"a DTensor with placements {v.placements} and local shape "
+                f"{tuple(v._local_tensor.shape)}; the parameter's are {p.placements} and "
+                f"{tuple(p._local_tensor.shape)}")
+    return None
+
+
 def _span(t):
+    t = _local(t)
     start = t.data_ptr()
     return start, start + t.numel() * t.element_size()
 
@@ -248,7 +282,7 @@ class _Fused:
     def _adaptopt_init(self, n_threads):
         self.n_threads = n_threads
         self._lock = threading.RLock()
-        self._plans, self._packs, self._snaps = {}, {}, {}
+        self._plans, self._packs, self._snaps, self._mirrors = {}, {}, {}, {}
         self._layout = self._stamp = self._last = None
         self._flat = []
         self.state = _State(self.state)
@@ -336,6 +370,9 @@ class _Fused:
                        if isinstance(v, torch.Tensor) else type(v).__name__)
                 raise ValueError(f"{where}: {key!r} must be a tensor of the parameter's shape "
                                  f"{tuple(p.shape)} and dtype {p.dtype}, got {got}")
+            kind = _same_kind(p, v)
+            if kind is not None:
+                raise ValueError(f"{where}: {key!r} is {kind}")
             if v.layout is not torch.strided or v.device.type != "cpu":
                 raise ValueError(f"{where}: {key!r} must be a dense CPU tensor, got "
                                  f"layout {v.layout} on {v.device}")
@@ -395,10 +432,16 @@ class _Fused:
                 loss = closure()
         with self._lock:
             threads = resolve_threads(self.n_threads)
-            done = self._fast_step(threads)
-            if not done:
-                plan = self._build()
-                plan.step(threads)
+            if self._mirrors:
+                self._sync_dtensors(True)
+            try:
+                done = self._fast_step(threads)
+                if not done:
+                    plan = self._build()
+                    plan.step(threads)
+            finally:
+                if self._mirrors:
+                    self._sync_dtensors(False)
         self._optimizer_step_code()
         for hook in (*self._optimizer_step_post_hooks.values(),
                      *_optimizer_hooks._global_optimizer_post_hooks.values()):
@@ -511,6 +554,8 @@ class _Fused:
         self._layout = plan.layout = _engine.layout_of(groups)
         self._flat = [p for g in groups for p in g["params"]]
         self._stamp = self.state.stamp
+        if self._mirrors:
+            self._sync_dtensors(True)
         if not _kernels.check_torch_all(plan.batches, plan.spans.compiled, torch.strided):
             raise RuntimeError("adaptopt: a validated step failed the engine's check")
         if len(self._plans) >= _MAX_PLANS:
@@ -548,9 +593,12 @@ class _Fused:
             v = st.get(key)
             if v is None:
                 continue
+            kind = _same_kind(p, v) if isinstance(v, torch.Tensor) else None
+            if kind is not None:
+                raise ValueError(f"state[{key!r}] of {_where(group, gi, k, p)} is {kind}")
             if not (isinstance(v, torch.Tensor) and v.layout is torch.strided and v.is_cpu
-                    and v.dtype is p.dtype and v.shape == p.shape and v.is_contiguous()
-                    and not v.is_neg()):
+                    and v.dtype is p.dtype and v.shape == p.shape and _local(v).is_contiguous()
+                    and not _local(v).is_neg()):
                 got = (f"shape {tuple(v.shape)}, dtype {v.dtype}, device {v.device}, "
                        f"contiguous {v.is_contiguous()}" if isinstance(v, torch.Tensor)
                        else type(v).__name__)
@@ -618,19 +666,46 @@ class _Fused:
             out[key] = self._packs[gi, key] = (base.numpy(), pos, views, base)
         return out
 
+    # --- DTensor parameters (FSDP2): the kernels see each rank's local shards.
+    # A plan's rows hold a DTensor parameter's local tensor, whose .grad is
+    # set to the local shard of p.grad for the step, and a mirror of its
+    # state dict with the local shards, refreshed before each step; the
+    # compiled checks then see any change (a new gradient or state tensor).
+    def _mirror(self, p):
+        m = self._mirrors.get(p)
+        if m is None:
+            m = self._mirrors[p] = {}
+        m.clear()
+        m.update({k: _local(v) for k, v in self.state.get(p, {}).items()})
+        return m
+
+    def _sync_dtensors(self, attach):
+        """Before a step (attach): the local shards' gradients and the state
+        mirrors; after it: the gradients detached again (not kept alive)."""
+        for p in self._mirrors:
+            lp = p._local_tensor
+            g = p.grad if attach else None
+            if g is not None and not (_dtensor(g) and g._local_tensor.shape == lp.shape
+                                      and g._local_tensor.dtype == lp.dtype):
+                g = None  # the step's checks name the problem
+            lp.grad = None if g is None else g._local_tensor
+            if attach:
+                self._mirror(p)
+
     def _batch(self, ps, names, dtype, packs):
         spec = self.spec
         keys = (None, None) + tuple(n if n in names else None for n in spec.kernel_buffers)
         objs, states = [], []
         for p in ps:
-            st = self.state[p]
+            st = self._mirror(p) if _dtensor(p) else self.state[p]
             states.append(st)
-            objs += [p, None] + [st[k] if k else None for k in keys[2:]]
+            objs += [_local(p), None] + [st[k] if k else None for k in keys[2:]]
         ptrs = [0 if t is None else t.data_ptr() for t in objs]
         nbytes = [0 if t is None else t.nbytes for t in objs]
+        local = [_local(p) for p in ps]
         b = _kernels.Batch(_kernels.KIND_TORCH, spec.code, _DTYPE_CODE[dtype], keys, objs, states,
-                           ptrs, nbytes, [p.numel() for p in ps], dtype_obj=dtype,
-                           shapes=[p.shape for p in ps])
+                           ptrs, nbytes, [p.numel() for p in local], dtype_obj=dtype,
+                           shapes=[p.shape for p in local])
         bp = []
         for key, (arr, pos, views, base) in packs.items():
             idx = [pos[id(p)] for p in ps]
@@ -731,6 +806,10 @@ class _FusedEntry:
                 if p.grad is None:
                     continue
                 label = _where(group, gi, k, p)
+                if _dtensor(p):
+                    raise TypeError(f"{label} is a DTensor (e.g. FSDP2's shard): {spec.name}'s "
+                                    "factored statistics need the whole matrix on one rank; "
+                                    "use an elementwise optimizer (adaptopt.torch.AdamW, ...)")
                 err = _param_problem(type(self), p, label) or _grad_problem(
                     type(self), p, p.grad, label)
                 if err is not None:
