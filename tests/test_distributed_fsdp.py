@@ -14,8 +14,6 @@ fresh model and optimizer to the same bits.
 """
 
 import os
-import socket
-import subprocess
 import sys
 
 import numpy as np
@@ -33,41 +31,17 @@ import adaptopt.torch  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import dist_models as dm  # noqa: E402
+from dist_launch import free_port, launch  # noqa: E402
 
 TIMEOUT = 240  # seconds for the whole 2-process run (about 20 s here)
 ULP_BOUND = 8  # one step, adaptopt against torch.optim (tests/test_vs_torch.py's bound)
 TAGS = ("adaptopt_plain", "adaptopt_offload", "torch_plain", "torch_offload")
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def launch(script, out, world=2, timeout=TIMEOUT, extra_env=None):
-    """Run world ranks of script (argv: out); their exit codes.  Kills them
-    all on the timeout."""
-    env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()),
-               WORLD_SIZE=str(world), OMP_NUM_THREADS="1", GLOO_SOCKET_IFNAME="lo",
-               **(extra_env or {}))
-    procs = [subprocess.Popen([sys.executable, os.path.join(HERE, script), str(out)],
-                              env=dict(env, RANK=str(r)), stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT) for r in range(world)]
-    try:
-        outs = [p.communicate(timeout=timeout)[0].decode(errors="replace") for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    return [p.returncode for p in procs], outs
-
-
 @pytest.fixture(scope="module")
 def fsdp(tmp_path_factory):
     out = tmp_path_factory.mktemp("fsdp")
-    codes, outs = launch("dist_fsdp_worker.py", out)
+    codes, outs = launch("dist_fsdp_worker.py", out, timeout=TIMEOUT)
     assert codes == [0, 0], "\n".join(outs)[-4000:]
     return dict(np.load(out / "fsdp.npz"))
 
