@@ -23,13 +23,15 @@ if not dist.is_available() or not dist.is_gloo_available():
     pytest.skip("torch.distributed with gloo is not available", allow_module_level=True)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from dist_launch import launch  # noqa: E402
+from dist_launch import SKIP_REASON, launch, multiprocess_enabled  # noqa: E402
 
 MODES = ("zero", "zero_overlap", "fused_hook")
 
 
 @pytest.fixture(scope="module")
 def ddp(tmp_path_factory):
+    if not multiprocess_enabled():
+        pytest.skip(SKIP_REASON)
     out = tmp_path_factory.mktemp("ddp")
     codes, outs = launch("dist_ddp_worker.py", out, timeout=240)
     assert codes == [0, 0], "\n".join(outs)[-4000:]
@@ -119,3 +121,24 @@ def test_replaced_memory_is_refused():
     p.data = torch.zeros(4)
     with pytest.raises(ValueError, match="memory was replaced"):
         f.step([torch.ones(4)])
+
+
+FAULT_TIMEOUT = 60  # dist_fault_worker's process group times out after 20 s
+
+
+def test_killed_rank_fails_the_other_and_the_checkpoint_loads(tmp_path):
+    import time
+    if not multiprocess_enabled():
+        pytest.skip(SKIP_REASON)
+    t0 = time.monotonic()
+    codes, outs = launch("dist_fault_worker.py", tmp_path, timeout=FAULT_TIMEOUT)
+    took = time.monotonic() - t0
+    assert codes[1] == -9, outs  # SIGKILL
+    assert codes[0] == 3 and "rank 0 failed:" in outs[0], outs  # a clear error, no hang
+    assert took < FAULT_TIMEOUT
+    ckpt = torch.load(tmp_path / "ckpt.pt", weights_only=True)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
+    model.load_state_dict(ckpt["model"])
+    opt = adaptopt.torch.AdamW(model.parameters(), lr=1e-2)
+    opt.load_state_dict(ckpt["optim"])
+    assert all(st["step"].item() == 3 for st in opt.state.values())

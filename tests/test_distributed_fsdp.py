@@ -31,7 +31,12 @@ import adaptopt.torch  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import dist_models as dm  # noqa: E402
-from dist_launch import free_port, launch  # noqa: E402
+from dist_launch import (  # noqa: E402
+    SKIP_REASON,
+    free_port,
+    launch,
+    multiprocess_enabled,
+)
 
 TIMEOUT = 240  # seconds for the whole 2-process run (about 20 s here)
 ULP_BOUND = 8  # one step, adaptopt against torch.optim (tests/test_vs_torch.py's bound)
@@ -40,6 +45,8 @@ TAGS = ("adaptopt_plain", "adaptopt_offload", "torch_plain", "torch_offload")
 
 @pytest.fixture(scope="module")
 def fsdp(tmp_path_factory):
+    if not multiprocess_enabled():
+        pytest.skip(SKIP_REASON)
     out = tmp_path_factory.mktemp("fsdp")
     codes, outs = launch("dist_fsdp_worker.py", out, timeout=TIMEOUT)
     assert codes == [0, 0], "\n".join(outs)[-4000:]
