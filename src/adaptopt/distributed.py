@@ -198,7 +198,7 @@ class ShardedOptimizer:
         """
         self._check_grads(grads)
         mpi = _mpi()
-        if self.reduce is None:
+        if self.reduce is None or self.world == 1:  # one rank: its gradients are the sum and mean
             shard = [g.reshape(-1)[a:b] for g, (a, b) in
                      ((grads[i], self.ranges[i]) for i in self._inner_index)]
         else:
@@ -218,7 +218,8 @@ class ShardedOptimizer:
         if self._inner is not None:
             self._sync_groups()
             self._inner.step([np.ascontiguousarray(s) for s in shard])
-        self.comm.Allgather(mpi.IN_PLACE, self._flat)
+        if self.world > 1:
+            self.comm.Allgather(mpi.IN_PLACE, self._flat)
         self._copy_out()
 
     # --- checkpoints --------------------------------------------------------

@@ -881,3 +881,8 @@ def _make_entry(spec):
 for _spec in ENTRY_SPECS:
     globals()[_spec.name] = _make_entry(_spec)
 del _spec
+
+
+from ._in_backward import step_in_backward  # noqa: E402,F401  (the step inside backward)
+
+__all__.append("step_in_backward")
