@@ -22,7 +22,7 @@ def launch(script, out, world=2, timeout=240, env=None, argv=()):
                 WORLD_SIZE=str(world), OMP_NUM_THREADS="1", GLOO_SOCKET_IFNAME="lo",
                 **(env or {}))
     procs = [subprocess.Popen([sys.executable, os.path.join(HERE, script), str(out), *argv],
-                              env=dict(base, RANK=str(r)), stdout=subprocess.PIPE,
+                              env=dict(base, RANK=str(r), LOCAL_RANK=str(r)), stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT) for r in range(world)]
     outs = []
     try:
