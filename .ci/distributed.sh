@@ -9,7 +9,7 @@ if ! command -v mpirun >/dev/null; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq openmpi-bin libopenmpi-dev
 fi
-python -m pip install --quiet torch==2.13.0 mpi4py
+python -m pip install --quiet torch==2.13.0 $(python .ci/extra-reqs.py mpi)
 python -c "from mpi4py import MPI; print(MPI.Get_library_version().splitlines()[0])"
 log=$(mktemp)
 ADAPTOPT_DIST=1 timeout 600 python -m pytest -q -rs -p no:cacheprovider \
