@@ -187,5 +187,8 @@ def test_torch_optim_state_loads_into_master_weights():
 
 def test_adafactor_refuses_16bit_with_a_clear_error():
     p = torch.zeros(4, 4, dtype=torch.bfloat16, requires_grad=True)
+    p.grad = torch.ones(4, 4, dtype=torch.bfloat16)
     with pytest.raises(TypeError, match="float32 and float64"):
-        AT.Adafactor([p])
+        opt = AT.Adafactor([p])
+        opt.step()
+    assert not p.detach().any()

@@ -50,6 +50,7 @@ except ImportError as e:  # not installed, or blocked (sys.modules["torch"] = No
 import collections
 import inspect
 import numbers
+import sys
 import threading
 
 import numpy as np
@@ -188,6 +189,7 @@ def _param_problem(cls, p, where):
     name = cls.spec.torch or cls.spec.name
     if not isinstance(p, torch.Tensor):
         return TypeError(f"{where}: optimizer can only optimize Tensors, got {type(p).__name__}")
+    p = _local(p)
     if p.layout is not torch.strided:
         return TypeError(f"{where} has layout {p.layout}: adaptopt.torch updates dense "
                          f"(strided) tensors; use torch.optim.{name}")
@@ -216,6 +218,10 @@ def _param_problem(cls, p, where):
 def _grad_problem(cls, p, g, where):
     """The error for a gradient the kernels cannot read, or None."""
     name = cls.spec.torch or cls.spec.name
+    kind = _same_kind(p, g)
+    if kind is not None:
+        return TypeError(f"the gradient of {where} is {kind}")
+    p, g = _local(p), _local(g)
     if g.layout is not torch.strided:
         advice = _SPARSE_ADVICE.get(name, f"torch.optim.{name} does not support them either; "
                                           "use sparse=False")
@@ -241,7 +247,35 @@ def _grad_problem(cls, p, g, where):
     return None
 
 
+def _dtensor(t):
+    """t is a DTensor (FSDP2's fully_shard, torch.distributed.tensor): its
+    data is its local shard; None if torch.distributed.tensor is not loaded."""
+    mod = sys.modules.get("torch.distributed.tensor")
+    return mod is not None and isinstance(t, mod.DTensor)
+
+
+def _local(t):
+    """A DTensor's local shard (what ``t.to_local()`` returns under no_grad),
+    else t itself: the kernels update each rank's shard of a DTensor."""
+    return t._local_tensor if _dtensor(t) else t
+
+
+def _same_kind(p, v):
+    """None if v is laid out as parameter p (both plain tensors, or DTensors
+    with the same mesh and placements and local shape), else what differs."""
+    if _dtensor(p) != _dtensor(v):
+        return (f"a {type(v).__name__} for a {type(p).__name__} parameter (a DTensor "
+                "parameter, e.g. FSDP2's, needs DTensor state of the same placements)")
+    if _dtensor(p) and (v.device_mesh != p.device_mesh or v.placements != p.placements
+                        or v._local_tensor.shape != p._local_tensor.shape):
+        return (f"a DTensor with placements {v.placements} and local shape "
+                f"{tuple(v._local_tensor.shape)}; the parameter's are {p.placements} and "
+                f"{tuple(p._local_tensor.shape)}")
+    return None
+
+
 def _span(t):
+    t = _local(t)
     start = t.data_ptr()
     return start, start + t.numel() * t.element_size()
 
@@ -293,7 +327,7 @@ class _Fused:
     def _adaptopt_init(self, n_threads):
         self.n_threads = n_threads
         self._lock = threading.RLock()
-        self._plans, self._packs, self._snaps = {}, {}, {}
+        self._plans, self._packs, self._snaps, self._mirrors = {}, {}, {}, {}
         self._layout = self._stamp = self._last = None
         self._flat = []
         self.state = _State(self.state)
@@ -386,7 +420,9 @@ class _Fused:
     def load_state_dict(self, state_dict):
         """torch's load_state_dict, keeping float32 state (master weights,
         state_dtype='float32') that torch's load casts to a 16-bit
-        parameter's dtype."""
+        parameter's dtype, and with counters (``step``) of its own: torch's
+        load keeps the state_dict's 0-d tensors, which the engine would count
+        on in place for both optimizers."""
         super().load_state_dict(state_dict)
         saved = state_dict.get("state", {}) if isinstance(state_dict, dict) else {}
         ids = [i for g in state_dict["param_groups"] for i in g["params"]]
@@ -396,6 +432,10 @@ class _Fused:
                 old, st = saved.get(i), self.state.get(p)
                 if not isinstance(old, dict) or not st:
                     continue
+                for key in self._counter_keys():  # torch's load keeps the given 0-d tensors:
+                    v = st.get(key)               # the engine counts them in place
+                    if isinstance(v, torch.Tensor) and v is old.get(key):
+                        st[key] = v.detach().clone()
                 for key, v in old.items():
                     now = st.get(key)
                     if (isinstance(v, torch.Tensor) and isinstance(now, torch.Tensor)
@@ -420,6 +460,9 @@ class _Fused:
                        if isinstance(v, torch.Tensor) else type(v).__name__)
                 raise ValueError(f"{where}: {key!r} must be a tensor of the parameter's shape "
                                  f"{tuple(p.shape)} and dtype {want}, got {got}")
+            kind = _same_kind(p, v)
+            if kind is not None:
+                raise ValueError(f"{where}: {key!r} is {kind}")
             if v.layout is not torch.strided or v.device.type != "cpu":
                 raise ValueError(f"{where}: {key!r} must be a dense CPU tensor, got "
                                  f"layout {v.layout} on {v.device}")
@@ -482,10 +525,16 @@ class _Fused:
         with self._lock:
             threads = resolve_threads(self.n_threads)
             scale, skip = _amp_args(self)
-            if skip:
-                self._build(dry=True)  # the checks of a step; nothing changes
-            elif not self._fast_step(threads, scale):
-                self._slow_step(threads, scale)
+            if self._mirrors:
+                self._sync_dtensors(True)
+            try:
+                if skip:
+                    self._build(dry=True)  # the checks of a step; nothing changes
+                elif not self._fast_step(threads, scale):
+                    self._slow_step(threads, scale)
+            finally:
+                if self._mirrors:
+                    self._sync_dtensors(False)
         self._optimizer_step_code()
         for hook in (*self._optimizer_step_post_hooks.values(),
                      *_optimizer_hooks._global_optimizer_post_hooks.values()):
@@ -621,6 +670,8 @@ class _Fused:
         self._layout = plan.layout = _engine.layout_of(groups)
         self._flat = [p for g in groups for p in g["params"]]
         self._stamp = self.state.stamp
+        if self._mirrors:
+            self._sync_dtensors(True)
         if not _kernels.check_torch_all(plan.batches, plan.spans.compiled, torch.strided):
             raise RuntimeError("adaptopt: a validated step failed the engine's check")
         if len(self._plans) >= _MAX_PLANS:
@@ -656,18 +707,18 @@ class _Fused:
                                  f"got {value!r}")
         ty = self._types(p, h)
         sdt = _TORCH_DTYPE[ty.state]
-        if ty.master and st.get("step") is not None and st["step"].item() > 0 \
-                and MASTER not in st:
-            raise ValueError(f"the state of {_where(group, gi, k, p)} has no {MASTER!r} "
-                             "(master_weights=True) after a step")
+        # no master yet (a torch.optim state loaded): _init_state makes it from p
         for key in self.spec.buffers(h) + ((MASTER,) if ty.master else ()):
             v = st.get(key)
             if v is None:
                 continue
             want = torch.float32 if key == MASTER else sdt
+            kind = _same_kind(p, v) if isinstance(v, torch.Tensor) else None
+            if kind is not None:
+                raise ValueError(f"state[{key!r}] of {_where(group, gi, k, p)} is {kind}")
             if not (isinstance(v, torch.Tensor) and v.layout is torch.strided and v.is_cpu
-                    and v.dtype is want and v.shape == p.shape and v.is_contiguous()
-                    and not v.is_neg()):
+                    and v.dtype is want and v.shape == p.shape and _local(v).is_contiguous()
+                    and not _local(v).is_neg()):
                 got = (f"shape {tuple(v.shape)}, dtype {v.dtype}, device {v.device}, "
                        f"contiguous {v.is_contiguous()}" if isinstance(v, torch.Tensor)
                        else type(v).__name__)
@@ -742,6 +793,32 @@ class _Fused:
             out[key] = self._packs[gi, key] = (base.numpy(), pos, views, base)
         return out
 
+    # --- DTensor parameters (FSDP2): the kernels see each rank's local shards.
+    # A plan's rows hold a DTensor parameter's local tensor, whose .grad is
+    # set to the local shard of p.grad for the step, and a mirror of its
+    # state dict with the local shards, refreshed before each step; the
+    # compiled checks then see any change (a new gradient or state tensor).
+    def _mirror(self, p):
+        m = self._mirrors.get(p)
+        if m is None:
+            m = self._mirrors[p] = {}
+        m.clear()
+        m.update({k: _local(v) for k, v in self.state.get(p, {}).items()})
+        return m
+
+    def _sync_dtensors(self, attach):
+        """Before a step (attach): the local shards' gradients and the state
+        mirrors; after it: the gradients detached again (not kept alive)."""
+        for p in self._mirrors:
+            lp = p._local_tensor
+            g = p.grad if attach else None
+            if g is not None and not (_dtensor(g) and g._local_tensor.shape == lp.shape
+                                      and g._local_tensor.dtype == lp.dtype):
+                g = None  # the step's checks name the problem
+            lp.grad = None if g is None else g._local_tensor
+            if attach:
+                self._mirror(p)
+
     def _batch(self, ps, names, dtype, packs, h):
         spec = self.spec
         ty = self._types(ps[0], h)
@@ -749,17 +826,18 @@ class _Fused:
                 + tuple(n if n in names else None for n in spec.kernel_buffers))
         objs, states = [], []
         for p in ps:
-            st = self.state[p]
+            st = self._mirror(p) if _dtensor(p) else self.state[p]
             states.append(st)
-            objs += [st[MASTER] if ty.master else p, None] + [st[k] if k else None
+            objs += [st[MASTER] if ty.master else _local(p), None] + [st[k] if k else None
                                                                for k in keys[2:]]
         ptrs = [0 if t is None else t.data_ptr() for t in objs]
         nbytes = [0 if t is None else t.nbytes for t in objs]
         compute = _TORCH_DTYPE[ty.compute]
+        local = [_local(p) for p in ps]
         b = _kernels.Batch(_kernels.KIND_TORCH, spec.code, _DTYPE_CODE[compute], keys, objs,
-                           states, ptrs, nbytes, [p.numel() for p in ps],
+                           states, ptrs, nbytes, [p.numel() for p in local],
                            dtype_obj=torch.float32 if ty.master else dtype,
-                           shapes=[p.shape for p in ps])
+                           shapes=[p.shape for p in local])
         if ty.staged:
             code, storage, stochastic, mirror = _precision.storage_codes(ty, len(keys))
             flat = {id(q): i for i, q in enumerate(q for g in self.param_groups
@@ -773,7 +851,7 @@ class _Fused:
             if ty.master:
                 aobjs = []
                 for p in ps:
-                    aobjs += [p] + [None] * (len(keys) - 1)
+                    aobjs += [_local(p)] + [None] * (len(keys) - 1)
             b.stage(staging, dtype, ("",) + (None,) * (len(keys) - 1) if ty.master else None,
                     aobjs, sdtype)
         bp = []
@@ -896,6 +974,10 @@ class _FusedEntry:
                 if p.grad is None:
                     continue
                 label = _where(group, gi, k, p)
+                if _dtensor(p):
+                    raise TypeError(f"{label} is a DTensor (e.g. FSDP2's shard): {spec.name}'s "
+                                    "factored statistics need the whole matrix on one rank; "
+                                    "use an elementwise optimizer (adaptopt.torch.AdamW, ...)")
                 err = _param_problem(type(self), p, label) or _grad_problem(
                     type(self), p, p.grad, label)
                 if err is not None:
@@ -978,3 +1060,7 @@ from . import _sparse_torch  # noqa: E402  (it reads this module's checks)
 from ._sparse_torch import SparseAdam  # noqa: E402
 
 __all__ += ["SparseAdam"]
+
+from ._in_backward import step_in_backward  # noqa: E402,F401  (the step inside backward)
+
+__all__.append("step_in_backward")
