@@ -44,6 +44,11 @@ HYPER_VALUES = {  # valid values first, then invalid ones
     "eps": ([1e-8, 0.0, 1.0], [-1e-8, float("inf")]),
     "weight_decay": ([0.0, 1e-2], [-1.0, float("nan")]),
     "amsgrad": ([True, False], [1, "yes"]),
+    "state_dtype": ([None], ["int4", 3]),  # other state types: tests/test_precision.py
+    "master_weights": ([False, True], [1, "yes"]),
+    "stochastic_rounding": ([False, True], [1, "yes"]),
+    "seed": ([0, 7], [-1, 1.5, 2**64]),
+    "grad_cast": (["no", "same_kind"], ["unsafe", None]),
     "maximize": ([True, False], [None]),
     "lr_decay": ([0.0, 0.1], [-0.5]),
     "initial_accumulator_value": ([0.0, 0.5], [-1.0]),
@@ -94,7 +99,9 @@ def classify(opt, grads):
         return "invalid"
     arrays = [p for p, _ in params]
     for i, ((p, hyper), g) in enumerate(zip(params, grads)):
-        if g is not None and not (isinstance(g, np.ndarray) and g.dtype == p.dtype
+        cast = (hyper["grad_cast"] == "same_kind" and isinstance(g, np.ndarray)
+                and {g.dtype, p.dtype} == {np.dtype(np.float32), np.dtype(np.float64)})
+        if g is not None and not (isinstance(g, np.ndarray) and (g.dtype == p.dtype or cast)
                                   and g.shape == p.shape and g.flags.c_contiguous
                                   and g.flags.aligned):
             return "invalid"

@@ -24,8 +24,26 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
-from adaptopt import _quant  # noqa: E402
+
+
+def _load_quant():
+    """adaptopt/_quant.py from this tree, without importing the package (whose
+    compiled module exists only in a build): _quant needs NumPy and _rounding."""
+    import importlib.util
+    import types
+    pkg = types.ModuleType("_adaptopt_src")
+    pkg.__path__ = [str(ROOT / "src" / "adaptopt")]
+    sys.modules["_adaptopt_src"] = pkg
+    for name in ("_rounding", "_quant"):
+        spec = importlib.util.spec_from_file_location(
+            f"_adaptopt_src.{name}", ROOT / "src" / "adaptopt" / f"{name}.py")
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = mod
+        spec.loader.exec_module(mod)
+    return mod
+
+
+_quant = _load_quant()
 
 OUT = ROOT / "csrc" / "quant.h"
 
