@@ -18,8 +18,10 @@ plain data, with a table maker in ``report`` and a plot maker in ``plots``:
 3. ``quadratic-1d``: the quadratic tutorial's trajectories.
 4. The pitfalls: ``adagrad-collapse``, ``eps-sensitivity``,
    ``bias-correction``, ``weight-decay``, ``ill-conditioned``.
-5b. ``state-precision``: float32, bfloat16 and int8 optimizer state side by
-   side (digits MLP, seven optimizers; the regression problem).
+5. Low precision: ``low-precision`` (5a: small updates on bfloat16 weights,
+   round to nearest against master weights and stochastic rounding) and
+   ``state-precision`` (5b: float32, bfloat16 and int8 optimizer state side
+   by side; digits MLP, seven optimizers; the regression problem).
 """
 
 from __future__ import annotations
