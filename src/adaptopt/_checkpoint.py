@@ -25,6 +25,7 @@ other callable lr cannot be saved.
 """
 
 import json
+import numbers
 import os
 import re
 import stat
@@ -151,6 +152,11 @@ def save(opt, path):
                       for i, st in sd["state"].items()}}
     arrays = {f"state/{i}/{k}": v for i, st in sd["state"].items()
               for k, v in st.items() if k not in _COUNTERS}
+    for name, v in arrays.items():  # a list or other object in state is not saved as an array
+        if isinstance(v, bool) or not isinstance(v, (np.ndarray, numbers.Real)):
+            raise ValueError(f"{name.replace('state/', 'state[', 1).replace('/', '][', 1)}] "
+                             f"must be an array or a number to be saved, got "
+                             f"{type(v).__name__}")
     path = os.fspath(path)
     # Through a symlink, write the file it points to and leave the link.
     target = os.path.realpath(path) if os.path.islink(path) else os.path.abspath(path)
