@@ -348,6 +348,19 @@ static int clamp_threads(int n_threads)
     return n_threads > cap ? cap : n_threads;
 }
 
+/* The per-step scalars in the kernel's type, cast as NumPy casts a Python float. */
+typedef union { float f[ADAPTOPT_MAX_NSCAL]; double d[ADAPTOPT_MAX_NSCAL]; } scalars;
+
+static void cast_scalars(scalars *sc, int dtype, const double *scal, size_t nscal)
+{
+    for (size_t k = 0; k < nscal; k++) {
+        if (dtype == ADAPTOPT_FLOAT32)
+            sc->f[k] = (float)scal[k];
+        else
+            sc->d[k] = scal[k];
+    }
+}
+
 int adaptopt_step(int algo, int dtype, size_t n_arrays, size_t nbuf,
                   void *const *ptr, const size_t *offsets,
                   const double *scal, size_t nscal, int flags, int n_threads)
@@ -357,13 +370,8 @@ int adaptopt_step(int algo, int dtype, size_t n_arrays, size_t nbuf,
         || flags < 0 || flags >= (1 << algo_info[algo].nflags) || n_threads < 1)
         return ADAPTOPT_EINVAL;
     adaptopt_seg_fn f = tables[adaptopt_get_isa()]->step[algo][dtype];
-    union { float f[ADAPTOPT_MAX_NSCAL]; double d[ADAPTOPT_MAX_NSCAL]; } sc;
-    for (size_t k = 0; k < nscal; k++) {
-        if (dtype == ADAPTOPT_FLOAT32)
-            sc.f[k] = (float)scal[k];
-        else
-            sc.d[k] = scal[k];
-    }
+    scalars sc;
+    cast_scalars(&sc, dtype, scal, nscal);
     run_batch(f, dtype == ADAPTOPT_FLOAT32 ? sizeof(float) : sizeof(double), n_arrays, nbuf,
               ptr, offsets, &sc, flags, clamp_threads(n_threads),
               adaptopt_get_threshold(algo, dtype), NULL);
@@ -433,13 +441,8 @@ int adaptopt_step_staged(int algo, const adaptopt_staging *st, size_t n_arrays, 
         return ADAPTOPT_EINVAL;
     const adaptopt_table *tab = tables[adaptopt_get_isa()];
     int dtype = st->compute;
-    union { float f[ADAPTOPT_MAX_NSCAL]; double d[ADAPTOPT_MAX_NSCAL]; } sc;
-    for (size_t k = 0; k < nscal; k++) {
-        if (dtype == ADAPTOPT_FLOAT32)
-            sc.f[k] = (float)scal[k];
-        else
-            sc.d[k] = scal[k];
-    }
+    scalars sc;
+    cast_scalars(&sc, dtype, scal, nscal);
     stage_call sg = {tab->staged[dtype], st, aux, any_q8(st, nbuf) ? ADAPTOPT_BLOCK : 1};
     run_batch(tab->step[algo][dtype], storage_size(st->storage[0], dtype), n_arrays, nbuf, ptr,
               offsets, &sc, flags, clamp_threads(n_threads), adaptopt_get_threshold(algo, dtype),

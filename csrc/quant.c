@@ -11,19 +11,6 @@
 #include <omp.h>
 #endif
 
-static const adaptopt_table *q8_table(void)
-{
-    switch (adaptopt_get_isa()) {
-#ifdef ADAPTOPT_HAVE_AVX512
-    case ADAPTOPT_ISA_AVX512: return &adaptopt_table_avx512;
-#endif
-#ifdef ADAPTOPT_HAVE_AVX2
-    case ADAPTOPT_ISA_AVX2: return &adaptopt_table_avx2;
-#endif
-    default: return &adaptopt_table_scalar;
-    }
-}
-
 /* Serial below this many elements: a parallel region costs microseconds. */
 #define Q8_PARALLEL_MIN (1 << 18)
 
@@ -38,7 +25,7 @@ int adaptopt_q8_quantize(const float *x, size_t n, uint8_t *codes, float *absmax
 {
     if (n_threads < 1 || (n && (!x || !codes || !absmax)))
         return ADAPTOPT_EINVAL;
-    const adaptopt_q8_fns f = q8_table()->q8;
+    const adaptopt_q8_fns f = adaptopt_table_of(adaptopt_get_isa())->q8;
     const long long nb = (long long)((n + ADAPTOPT_Q8_BLOCK - 1) / ADAPTOPT_Q8_BLOCK);
     int nt = q8_threads(n_threads, n);
     (void)nt;
@@ -58,7 +45,7 @@ int adaptopt_q8_dequantize(const uint8_t *codes, const float *absmax, size_t n, 
 {
     if (n_threads < 1 || (n && (!x || !codes || !absmax)))
         return ADAPTOPT_EINVAL;
-    const adaptopt_q8_fns f = q8_table()->q8;
+    const adaptopt_q8_fns f = adaptopt_table_of(adaptopt_get_isa())->q8;
     const long long nb = (long long)((n + ADAPTOPT_Q8_BLOCK - 1) / ADAPTOPT_Q8_BLOCK);
     int nt = q8_threads(n_threads, n);
     (void)nt;

@@ -50,19 +50,6 @@ static void prefetch_row(void *const *base, size_t nbuf, size_t r, size_t row_by
         PREFETCH(row_step + r);
 }
 
-static const adaptopt_table *table_of(int isa)
-{
-    switch (isa) {
-#ifdef ADAPTOPT_HAVE_AVX512
-    case ADAPTOPT_ISA_AVX512: return &adaptopt_table_avx512;
-#endif
-#ifdef ADAPTOPT_HAVE_AVX2
-    case ADAPTOPT_ISA_AVX2: return &adaptopt_table_avx2;
-#endif
-    default: return &adaptopt_table_scalar;
-    }
-}
-
 /* Every index in range, starts well formed, catch-up counters not ahead. */
 static int rows_valid(size_t n_rows, size_t n_grads, const int64_t *rows, const int64_t *order,
                       const int64_t *starts, size_t n_groups, const int64_t *row_step,
@@ -105,7 +92,7 @@ int adaptopt_rows_step(int algo, int dtype, size_t n_rows, size_t cols, size_t n
         return ADAPTOPT_EINVAL;
     if (n_groups == 0 || cols == 0)
         return ADAPTOPT_OK;
-    const adaptopt_table *tab = table_of(adaptopt_get_isa());
+    const adaptopt_table *tab = adaptopt_table_of(adaptopt_get_isa());
     const adaptopt_seg_fn f = tab->step[algo][dtype];
     const adaptopt_rows_fns *rf = &tab->rows[dtype];
     const size_t esize = dtype == ADAPTOPT_FLOAT32 ? sizeof(float) : sizeof(double);
