@@ -14,7 +14,8 @@ from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.long cimport PyLong_AsLongLong, PyLong_AsSsize_t, PyLong_CheckExact
 from cpython.object cimport PyObject, PyObject_RichCompareBool, Py_EQ
 from cpython.tuple cimport PyTuple_GET_ITEM
-from libc.stdint cimport uint64_t
+from libc.stdint cimport int64_t, uint64_t
+from libc.string cimport memcmp
 cimport numpy as cnp
 
 import numpy as np
@@ -32,6 +33,11 @@ cdef extern from "adaptopt.h" nogil:
     int adaptopt_step(int algo, int dtype, size_t n_arrays, size_t nbuf,
                       void **ptr, const size_t *offsets, const double *scal,
                       size_t nscal, int flags, int n_threads)
+    int adaptopt_step_strided(int algo, int dtype, size_t n_arrays, size_t nbuf,
+                              void **ptr, const int64_t **gdesc, const size_t *offsets,
+                              const double *scal, size_t nscal, int flags, int n_threads)
+    int adaptopt_set_thread_guard(int on)
+    long long adaptopt_thread_guard_trips()
     int adaptopt_roofline(int dtype, size_t n_arrays, void **ptr, const size_t *offsets,
                           int n_rw, int n_threads)
     ctypedef struct adaptopt_staging:
@@ -59,7 +65,7 @@ cdef extern from "adaptopt.h" nogil:
     const char *adaptopt_compiler()
     const char *adaptopt_build_flags()
     enum:
-        ADAPTOPT_N_ALGOS, ADAPTOPT_N_ISAS, ADAPTOPT_MAX_NSCAL, ADAPTOPT_MAX_NBUF
+        ADAPTOPT_N_ALGOS, ADAPTOPT_N_ISAS, ADAPTOPT_MAX_NSCAL, ADAPTOPT_MAX_NBUF, ADAPTOPT_MAX_NDIM
         ADAPTOPT_OK, ADAPTOPT_EINVAL, ADAPTOPT_ENOISA, ADAPTOPT_ECPU
         ADAPTOPT_STORE_COMPUTE, ADAPTOPT_STORE_F32, ADAPTOPT_STORE_F64, ADAPTOPT_STORE_BF16
         ADAPTOPT_STORE_F16, ADAPTOPT_BLOCK
@@ -293,6 +299,19 @@ cdef class Batch:
     cdef public bint has_step
     cdef readonly object dtype_obj
     cdef int typenum
+    # gradient layouts: per row, at doff[r] in gd, {nd, shape, strides} of
+    # the gradient in the parameter's memory order (nd 0: always direct),
+    # in pm the parameter dimension of each (~dim: reversed); gp[r] the
+    # descriptor's address when this step's gradient is strided, else 0;
+    # low[r]: the parameter's lowest address minus its data pointer
+    cdef cnp.ndarray _gd, _pm, _gp, _low, _doff
+    cdef int64_t *gd
+    cdef int64_t *pm
+    cdef uint64_t *gp
+    cdef int64_t *low
+    cdef Py_ssize_t *doff
+    cdef readonly int nstrided
+    cdef readonly list pstrides
 
     def __init__(self, int kind, int algo, int dtype, tuple keys, list objs, list states,
                  ptrs, nbytes, sizes, list index=None, dtype_obj=None, list shapes=None):
@@ -321,6 +340,71 @@ cdef class Batch:
         self.typenum = cnp.PyArray_TYPE(<cnp.ndarray>objs[0]) if kind == _NUMPY and self.n else -1
         self.nscal = 0
         self.flags = 0
+        self._layouts(objs)
+
+    def _layouts(self, list objs):
+        """Each row's parameter layout: its memory order for strided gradients."""
+        orders, low, self.pstrides = [], [], [] if self.kind == _TORCH else None
+        for r in range(self.n):
+            p = objs[r * self.nbuf]
+            if self.kind == _NUMPY:
+                shape, strides = p.shape, p.strides
+            else:
+                es = p.element_size()
+                shape, strides = tuple(p.shape), tuple(x * es for x in p.stride())
+                self.pstrides.append(tuple(p.stride()))
+            order, lo = memory_order(shape, strides)
+            orders.append(order)
+            low.append(lo)
+        sizes = [1 + 2 * len(o) for o in orders]
+        self._doff = np.zeros(self.n + 1, dtype=np.intp)
+        np.cumsum(np.asarray(sizes, dtype=np.intp), out=self._doff[1:])
+        self._gd = np.zeros(max(int(self._doff[self.n]), 1), dtype=np.int64)
+        self._pm = np.zeros_like(self._gd)
+        for r, o in enumerate(orders):
+            d = self._doff[r]
+            self._gd[d] = len(o)
+            for k, (dim, size) in enumerate(o):
+                self._gd[d + 1 + k] = size
+                self._pm[d + 1 + k] = dim
+        self._gp = np.zeros(max(self.n, 1), dtype=np.uint64)
+        self._low = np.array(low or [0], dtype=np.int64)
+        self.gd = <int64_t *>cnp.PyArray_DATA(self._gd)
+        self.pm = <int64_t *>cnp.PyArray_DATA(self._pm)
+        self.gp = <uint64_t *>cnp.PyArray_DATA(self._gp)
+        self.low = <int64_t *>cnp.PyArray_DATA(self._low)
+        self.doff = <Py_ssize_t *>cnp.PyArray_DATA(self._doff)
+        self.nstrided = 0
+
+    cdef uint64_t _strided(self, Py_ssize_t r, uint64_t data, const int64_t *st,
+                           const int64_t *dims, Py_ssize_t ndim, uint64_t es,
+                           uint64_t *lo, uint64_t *hi) noexcept:
+        """Row r's gradient at data with byte strides st: its descriptor
+        filled in, its memory span [lo, hi); returns the address of the
+        element the descriptor starts from."""
+        cdef int64_t *d = self.gd + self.doff[r]
+        cdef const int64_t *m = self.pm + self.doff[r]
+        cdef Py_ssize_t k, nd = d[0]
+        cdef int64_t x, dim, a = 0, b = 0, base = <int64_t>data
+        for k in range(ndim):
+            x = st[k] * (dims[k] - 1)
+            if x < 0:
+                a += x
+            else:
+                b += x
+        lo[0] = <uint64_t>(<int64_t>data + a)
+        hi[0] = <uint64_t>(<int64_t>data + b) + es
+        for k in range(nd):
+            dim = m[1 + k]
+            if dim < 0:
+                dim = ~dim
+                base += st[dim] * (d[1 + k] - 1)
+                d[1 + nd + k] = -st[dim]
+            else:
+                d[1 + nd + k] = st[dim]
+        self.gp[r] = <uint64_t>d
+        self.nstrided += 1
+        return <uint64_t>base
 
     def set_scalars(self, int flags, fixed, tuple positions=(), tuple step_values=()):
         """The next call's flags and scalars: fixed (kernel order), with
@@ -349,12 +433,14 @@ cdef class Batch:
         cdef PyObject *b
         cdef object g, key
         cdef cnp.ndarray ga, pa, a
-        cdef uint64_t lo, hi
+        cdef uint64_t lo, hi, base
         cdef tuple c
+        cdef int nd
+        self.nstrided = 0
         for r in range(self.n):
             j = r * self.nbuf
             pa = <cnp.ndarray>PyList_GET_ITEM(self.objs, j)
-            if (<uint64_t>cnp.PyArray_DATA(pa) != self.ptr[j]
+            if (<uint64_t>(<int64_t>cnp.PyArray_DATA(pa) + self.low[r]) != self.ptr[j]
                     or <uint64_t>cnp.PyArray_NBYTES(pa) != self.nb[j]
                     or not cnp.PyArray_ISWRITEABLE(pa)):
                 return r
@@ -368,8 +454,8 @@ cdef class Batch:
                 b = PyDict_GetItem(<object>st, key)
                 if b == NULL or b != PyList_GET_ITEM(self.objs, j + k):
                     return r
-                a = <cnp.ndarray>b
-                if (<uint64_t>cnp.PyArray_DATA(a) != self.ptr[j + k]
+                a = <cnp.ndarray>b  # p's strides (checked when the plan was made)
+                if (<uint64_t>(<int64_t>cnp.PyArray_DATA(a) + self.low[r]) != self.ptr[j + k]
                         or <uint64_t>cnp.PyArray_NBYTES(a) != self.nb[j + k]
                         or not cnp.PyArray_ISWRITEABLE(a)):
                     return r
@@ -389,27 +475,42 @@ cdef class Batch:
             if not cnp.PyArray_Check(<object>gp):
                 return r
             ga = <cnp.ndarray>gp
+            nd = cnp.PyArray_NDIM(ga)
             if (cnp.PyArray_TYPE(ga) != self.typenum or not cnp.PyArray_ISNOTSWAPPED(ga)
-                    or cnp.PyArray_NDIM(ga) != cnp.PyArray_NDIM(pa)
-                    or not cnp.PyArray_IS_C_CONTIGUOUS(ga) or not cnp.PyArray_ISALIGNED(ga)):
+                    or nd != cnp.PyArray_NDIM(pa) or not cnp.PyArray_ISALIGNED(ga)):
                 return r
-            for k in range(cnp.PyArray_NDIM(ga)):
+            for k in range(nd):
                 if cnp.PyArray_DIMS(ga)[k] != cnp.PyArray_DIMS(pa)[k]:
                     return r
             lo = <uint64_t>cnp.PyArray_DATA(ga)
-            hi = lo + <uint64_t>cnp.PyArray_NBYTES(ga)
+            if self.gd[self.doff[r]] == 0 or memcmp(
+                    cnp.PyArray_STRIDES(ga), cnp.PyArray_STRIDES(pa),
+                    nd * sizeof(cnp.npy_intp)) == 0:  # p's element order: as it is
+                lo = <uint64_t>(<int64_t>lo + self.low[r])
+                hi = lo + self.nb[j]
+                self.gp[r] = 0
+                base = lo
+            else:
+                base = self._strided(r, lo, <const int64_t *>cnp.PyArray_STRIDES(ga),
+                                     <const int64_t *>cnp.PyArray_DIMS(ga), nd,
+                                     <uint64_t>cnp.PyArray_ITEMSIZE(ga), &lo, &hi)
             if _spans_hit(spans.s, spans.e, spans.m, lo, hi):
                 return r
-            self.ptr[j + 1] = lo
+            self.ptr[j + 1] = base
         return -1
 
     def check_torch(self, Spans spans, strided):
         """As check_numpy, for torch tensors; the gradients are p.grad."""
         cdef Py_ssize_t r, k, j
         cdef PyObject *b
-        cdef object p, g, st, t, key, dt = self.dtype_obj
-        cdef uint64_t lo, hi
+        cdef object p, g, st, t, key, gs, dt = self.dtype_obj
+        cdef uint64_t lo, hi, base
         cdef tuple pk
+        cdef int64_t tst[ADAPTOPT_MAX_NDIM]
+        cdef int64_t tdim[ADAPTOPT_MAX_NDIM]
+        cdef int64_t es
+        cdef Py_ssize_t nd
+        self.nstrided = 0
         for r in range(self.n):
             j = r * self.nbuf
             p = <object>PyList_GET_ITEM(self.objs, j)
@@ -437,17 +538,29 @@ cdef class Batch:
                 if b == NULL or b != PyList_GET_ITEM(pk[3], r):
                     return r
             g = p.grad
-            # dense, on the CPU, p's dtype and shape, contiguous: then its size
-            # is p's (a lazily negated view is refused when the plan is made)
+            # strided, on the CPU, p's dtype and shape, not a lazily negated view;
+            # with p's strides it is dense in p's order, else it is gathered
             if (g is None or g.layout is not strided or not g.is_cpu or g.dtype is not dt
-                    or g.shape != <object>PyList_GET_ITEM(self.shapes, r)
-                    or not g.is_contiguous()):
+                    or g.shape != <object>PyList_GET_ITEM(self.shapes, r) or g.is_neg()):
                 return r
             lo = <uint64_t>g.data_ptr()
-            hi = lo + self.nb[j]
+            gs = g.stride()
+            if gs == <object>PyList_GET_ITEM(self.pstrides, r) or self.gd[self.doff[r]] == 0:
+                hi = lo + self.nb[j]
+                self.gp[r] = 0
+                base = lo
+            else:
+                nd = len(gs)
+                if nd > ADAPTOPT_MAX_NDIM:
+                    return r
+                es = p.element_size()
+                for k in range(nd):
+                    tst[k] = <int64_t>gs[k] * es
+                    tdim[k] = <int64_t>g.shape[k]
+                base = self._strided(r, lo, tst, tdim, nd, es, &lo, &hi)
             if _spans_hit(spans.s, spans.e, spans.m, lo, hi):
                 return r
-            self.ptr[j + 1] = lo
+            self.ptr[j + 1] = base
         if self.step_pack is not None and not _pack_holds(self.step_pack[0], self.step_pack[1],
                                                           <double>(self.t - 1)):
             return 0
@@ -505,7 +618,12 @@ def run(list batches, int n_threads):
     cdef tuple c, pk
     cdef object t
     for b in batches:
-        if b.off[b.n] < 16384:  # a few microseconds at most: keep the GIL
+        if b.nstrided:
+            with nogil:
+                rc = adaptopt_step_strided(b.algo, b.dtype, b.n, b.nbuf, <void **>b.ptr,
+                                           <const int64_t **>b.gp, b.off, b.sc, b.nscal,
+                                           b.flags, n_threads)
+        elif b.off[b.n] < 16384:  # a few microseconds at most: keep the GIL
             rc = adaptopt_step(b.algo, b.dtype, b.n, b.nbuf, <void **>b.ptr, b.off, b.sc,
                                b.nscal, b.flags, n_threads)
         else:
@@ -697,6 +815,44 @@ def fill_pointers(list arrays, uint64_t[::1] out, Py_ssize_t start, Py_ssize_t s
     for k in range(len(arrays)):
         a = arrays[k]
         out[start + k * stride] = 0 if a is None else <uint64_t>cnp.PyArray_DATA(a)
+
+
+def memory_order(shape, strides):
+    """A dense array's memory order: ([(dim, size)...] outermost first, the
+    dimensions of size > 1 by decreasing |stride|, dim ~d where the stride
+    is negative), and its lowest address minus its data pointer (bytes).
+    [(0, 1)] when no dimension has size > 1; [] for an empty array."""
+    if 0 in shape:
+        return [], 0
+    dims = sorted((d for d in range(len(shape)) if shape[d] > 1),
+                  key=lambda d: -abs(strides[d]))
+    low = sum(min(0, strides[d] * (shape[d] - 1)) for d in dims)
+    order = [(d if strides[d] >= 0 else ~d, shape[d]) for d in dims]
+    return (order or [(0, 1)]), low
+
+
+def is_dense(shape, strides, itemsize):
+    """The elements fill [lowest, lowest + size*itemsize) once each: dense
+    and non-overlapping, in any order of dimensions (byte strides)."""
+    if 0 in shape:
+        return True
+    expect = itemsize
+    for d in sorted((d for d in range(len(shape)) if shape[d] > 1),
+                    key=lambda d: abs(strides[d])):
+        if abs(strides[d]) != expect:
+            return False
+        expect *= shape[d]
+    return True
+
+
+def set_thread_guard(bint on):
+    """Turn the contention guard (csrc/dispatch.c) on or off; the previous setting."""
+    return bool(adaptopt_set_thread_guard(on))
+
+
+def thread_guard_trips():
+    """How many parallel regions the contention guard found slower than serial."""
+    return adaptopt_thread_guard_trips()
 
 
 def get_isa():

@@ -31,7 +31,8 @@ _MAX_PLANS = 64
 
 
 def _address(a):
-    return a.__array_interface__["data"][0]
+    """The lowest address of a dense array (its data pointer unless a stride is negative)."""
+    return _base._span(a)[0]
 
 
 def _counters(batch, work, new_s):
@@ -41,6 +42,18 @@ def _counters(batch, work, new_s):
 
 
 class _Fast(_base.Optimizer):
+    def __init__(self, *args, **kwargs):
+        self._rows = _engine.Rows()
+        super().__init__(*args, **kwargs)
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state.pop("_rows", None)
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        self._rows = _engine.Rows()
     def _step_fast(self, grads):
         plan = self._last
         if plan is None or (type(grads) is not list and type(grads) is not tuple):
@@ -50,15 +63,28 @@ class _Fast(_base.Optimizer):
             return False
         done = _kernels.fast_step(plan, self.param_groups, grads, state,
                                   resolve_threads(self.n_threads))
+        if not done:  # gradients that np.asarray views (jax, memoryview): as arrays
+            try:
+                arrays = _base.as_arrays(grads)
+            except TypeError:
+                return False  # the general path names the entry
+            if arrays is not grads:
+                return self._step_fast(arrays)
         if not done:  # another subset's plan, or one whose counts other plans moved
             plan = self._plans.get(_kernels.none_mask(grads))
+            rows = plan is None
+            if rows:  # a subset not seen before: its parameters' rows
+                plan = self._rows.plan([i for i, g in enumerate(grads) if g is not None],
+                                       self._layout, _counters)
             if plan is None or not plan.resync(self._read_counters):
                 return False
             done = _kernels.fast_step(plan, self.param_groups, grads, state,
                                       resolve_threads(self.n_threads))
             if not done:
+                self._rows.wanted |= rows
                 return False
-            self._last = plan
+            if not rows:
+                self._last = plan
         if done == 2:
             plan.step(resolve_threads(self.n_threads))
         return True
@@ -81,7 +107,7 @@ class _Fast(_base.Optimizer):
             h = resolved[gi, t]
             for i in idx:  # buffers the first gradient fills (SGD's momentum)
                 for name in first:
-                    self.state[i][name] = np.empty_like(self._params[i])
+                    self.state[i][name] = _base.like(self._params[i])
             extra = _kernels.flag_bits(spec.kernel, spec.first_flag) if first else 0
             b = self._batch(idx, spec.buffers(h), dtype)
             b.t = t
@@ -94,6 +120,28 @@ class _Fast(_base.Optimizer):
         if len(self._plans) >= _MAX_PLANS:
             self._plans.clear()
         self._plans[_kernels.none_mask(grads)] = self._last = plan
+        if self._rows.wanted:
+            self._refresh_rows(batches, resolved)
+
+    def _refresh_rows(self, batches, resolved):
+        """The one-parameter rows (_engine.Rows) of the parameters just stepped."""
+        new = {}
+        for (gi, dtype, t, s, first), idx in batches.items():
+            names = self.spec.buffers(resolved[gi, t])
+            snap = self._snaps[gi]
+            for i in idx:
+                b = self._batch([i], names, dtype)
+                b.t = t + 1
+                new[i] = (b, _engine.Work(snap, None))
+
+        def fresh(i, b):
+            st = self.state.get(i)
+            return (i < len(self._params) and b.objs[0] is self._params[i]
+                    and b.states[0] is st and all(
+                        k is None or st.get(k) is b.objs[j] for j, k in enumerate(b.keys)))
+
+        self._rows.refresh(self._layout, new, fresh,
+                           lambda: self._owned_spans(self._params, self.state))
 
     def _batch(self, idx, names, dtype):
         """The compiled Batch of parameters idx with state buffers names."""

@@ -170,8 +170,20 @@ def _where(group, gi, k, p):
     return f"{label} (shape {tuple(p.shape)}, dtype {p.dtype}, device {p.device})"
 
 
-def _param_problem(cls, p, where):
-    """The error for a parameter the kernels cannot update, or None."""
+def _dense(t):
+    """t fills its memory once per element, in any order of dimensions
+    (torch's is_non_overlapping_and_dense: channels_last, transposed, ...)."""
+    return _kernels.is_dense(tuple(t.shape), t.stride(), 1)
+
+
+def _same_layout(a, p):
+    """a has p's strides wherever the size is > 1 (the same element order)."""
+    return all(n < 2 or x == y for n, x, y in zip(p.shape, a.stride(), p.stride()))
+
+
+def _param_problem(cls, p, where, dense=True):
+    """The error for a parameter the kernels cannot update, or None.  dense:
+    any dense layout (else contiguous only)."""
     name = cls.spec.torch or cls.spec.name
     if not isinstance(p, torch.Tensor):
         return TypeError(f"{where}: optimizer can only optimize Tensors, got {type(p).__name__}")
@@ -193,16 +205,18 @@ def _param_problem(cls, p, where):
         else:
             why = "only float32 and float64 parameters are supported"
         return TypeError(f"{where}: {why}; use torch.optim.{name} for {p.dtype} parameters")
-    if not p.is_contiguous():
-        return ValueError(f"{where} is not contiguous (strides {p.stride()}): the kernels "
+    if not (_dense(p) if dense else p.is_contiguous()):
+        what = "dense (non-overlapping, in any order of dimensions)" if dense else "contiguous"
+        return ValueError(f"{where} is not {what} (strides {p.stride()}): the kernels "
                           "update the parameter's memory in place and no copy is made; make it "
                           "contiguous before creating the optimizer (p.data = p.data.contiguous()) "
                           f"or use torch.optim.{name}")
     return None
 
 
-def _grad_problem(cls, p, g, where):
-    """The error for a gradient the kernels cannot read, or None."""
+def _grad_problem(cls, p, g, where, strided=True):
+    """The error for a gradient the kernels cannot read, or None.  strided:
+    any strides (else contiguous only)."""
     name = cls.spec.torch or cls.spec.name
     if g.layout is not torch.strided:
         advice = _SPARSE_ADVICE.get(name, f"torch.optim.{name} does not support them either; "
@@ -219,7 +233,7 @@ def _grad_problem(cls, p, g, where):
     if g.shape != p.shape:
         return ValueError(f"the gradient of {where} has shape {tuple(g.shape)}, the parameter "
                           f"{tuple(p.shape)}")
-    if not g.is_contiguous():
+    if not strided and not g.is_contiguous():
         return ValueError(f"the gradient of {where} is not contiguous (strides {g.stride()}): "
                           "no copy is made; make it contiguous (p.grad = p.grad.contiguous()) "
                           f"or use torch.optim.{name}")
@@ -230,8 +244,12 @@ def _grad_problem(cls, p, g, where):
 
 
 def _span(t):
+    """The bytes t's elements lie in (torch's strides are >= 0)."""
     start = t.data_ptr()
-    return start, start + t.numel() * t.element_size()
+    if t.numel() == 0:
+        return start, start
+    last = sum(s * (n - 1) for s, n in zip(t.stride(), t.shape))
+    return start, start + (last + 1) * t.element_size()
 
 
 def _counters(batch, work, new_s):
@@ -251,6 +269,7 @@ class _Fused:
         self._plans, self._packs, self._snaps = {}, {}, {}
         self._layout = self._stamp = self._last = None
         self._flat = []
+        self._rows = _engine.Rows()
         self.state = _State(self.state)
 
     # --- torch's Optimizer API --------------------------------------------
@@ -339,8 +358,8 @@ class _Fused:
             if v.layout is not torch.strided or v.device.type != "cpu":
                 raise ValueError(f"{where}: {key!r} must be a dense CPU tensor, got "
                                  f"layout {v.layout} on {v.device}")
-            if not v.is_contiguous():
-                fixes.append((st, key, v.contiguous()))
+            if not _same_layout(v, p):  # saved in another layout: copied into p's
+                fixes.append((st, key, torch.empty_like(p).copy_(v)))
         for key in self._counter_keys():
             if key not in st:
                 continue
@@ -415,12 +434,18 @@ class _Fused:
         done = _kernels.fast_step_torch(plan, groups, self._flat, strided, threads)
         if not done:  # another subset's plan, or one whose counts other plans moved
             plan = self._plans.get(_kernels.grad_mask(self._flat))
+            rows = plan is None
+            if rows:  # a subset not seen before: its parameters' rows
+                plan = self._rows.plan([id(p) for p in self._flat if p.grad is not None],
+                                       self._layout, _counters)
             if plan is None or not plan.resync(self._read_counters):
                 return False
             done = _kernels.fast_step_torch(plan, groups, self._flat, strided, threads)
             if not done:
+                self._rows.wanted |= rows
                 return False
-            self._last = plan
+            if not rows:
+                self._last = plan
         if done == 2:
             plan.step(threads)
         return True
@@ -516,7 +541,34 @@ class _Fused:
         if len(self._plans) >= _MAX_PLANS:
             self._plans.clear()
         self._plans[_kernels.grad_mask(self._flat)] = self._last = plan
+        if self._rows.wanted:
+            self._refresh_rows(batches, steps, snaps, packs)
         return plan
+
+    def _refresh_rows(self, batches, steps, snaps, packs):
+        """The one-parameter rows (_engine.Rows) of the parameters this step updates."""
+        new = {}
+        for (gi, dtype, t, s, is_first), ps in batches.items():
+            names = self.spec.buffers(steps[gi, t])
+            for p in ps:
+                new[id(p)] = (self._batch([p], names, dtype, packs[gi]),
+                              _engine.Work(snaps[gi], None))
+        state = self.state
+
+        def fresh(key, b):
+            st = state.get(b.objs[0])
+            return (b.states[0] is st
+                    and all(k is None or st.get(k) is b.objs[j] for j, k in enumerate(b.keys))
+                    and (b.step_pack is None or st.get("step") is b.step_pack[2][0])
+                    and all(st.get(pk[0]) is pk[3][0] for pk in b.packs))
+
+        def spans():
+            return _engine.sorted_spans(
+                [_span(p) + ("", p) for p in self._flat]
+                + [_span(v) + ("", v) for p in self._flat for v in state.get(p, {}).values()
+                   if isinstance(v, torch.Tensor) and v.dim() > 0])
+
+        self._rows.refresh(self._layout, new, fresh, spans)
 
     def _check_state(self, gi, k, p, h):
         """Parameter p's existing state as the step would use it: its spans,
@@ -549,14 +601,14 @@ class _Fused:
             if v is None:
                 continue
             if not (isinstance(v, torch.Tensor) and v.layout is torch.strided and v.is_cpu
-                    and v.dtype is p.dtype and v.shape == p.shape and v.is_contiguous()
+                    and v.dtype is p.dtype and v.shape == p.shape and _same_layout(v, p)
                     and not v.is_neg()):
                 got = (f"shape {tuple(v.shape)}, dtype {v.dtype}, device {v.device}, "
-                       f"contiguous {v.is_contiguous()}" if isinstance(v, torch.Tensor)
+                       f"strides {v.stride()}" if isinstance(v, torch.Tensor)
                        else type(v).__name__)
                 raise ValueError(f"state[{key!r}] of {_where(group, gi, k, p)} must be a "
-                                 "contiguous CPU tensor of the parameter's shape and dtype, "
-                                 f"got {got}")
+                                 "CPU tensor of the parameter's shape, dtype and strides "
+                                 f"{p.stride()} (torch's preserve_format), got {got}")
             spans.append(_span(v) + (f"state[{key!r}] of {_where(group, gi, k, p)}", v))
         return spans
 
@@ -731,8 +783,8 @@ class _FusedEntry:
                 if p.grad is None:
                     continue
                 label = _where(group, gi, k, p)
-                err = _param_problem(type(self), p, label) or _grad_problem(
-                    type(self), p, p.grad, label)
+                err = _param_problem(type(self), p, label, dense=False) or _grad_problem(
+                    type(self), p, p.grad, label, strided=False)
                 if err is not None:
                     raise err
                 st = self.state.get(p, {})
