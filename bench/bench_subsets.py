@@ -3,7 +3,9 @@
 alone and torch.optim.Adam(fused=True); one interleaved run, float32.
 
 Every step draws a new subset (the same seeded sequence for every
-contender), so a cache keyed by the subset never hits.  Prints the median
+contender), so a cache keyed by the subset never hits.  "alone": n/k
+optimizers over k parameters each, stepped in turn (each step a plan it
+has cached, over memory as cold as a random subset's).  Prints the median
 microseconds per step of --rounds interleaved rounds and the ratios.
 
     python bench/bench_subsets.py [--experts 64] [--active 4] [--size 65536]
@@ -23,7 +25,9 @@ import adaptopt.torch as aot
 def make(args):
     n, k, size = args.experts, args.active, args.size
     rng = np.random.default_rng(0)
-    subsets = [rng.choice(n, k, replace=False) for _ in range(4096)]
+    # the first n/k subsets cover every expert (each gets its state), then random ones
+    subsets = [np.arange(i, i + k) % n for i in range(0, n, k)]
+    subsets += [rng.choice(n, k, replace=False) for _ in range(4096)]
     grads = [np.full(size, 1e-3, np.float32) for _ in range(n)]
     tgrads = [torch.from_numpy(g) for g in grads]
 
@@ -54,14 +58,15 @@ def make(args):
             opt.step(gs)
         return step
 
-    def alone_case():  # the same 4 parameters every step: one cached plan
-        ps = [torch.nn.Parameter(torch.zeros(size)) for _ in range(k)]
-        opt = aot.Adam(ps, lr=1e-3, n_threads=args.threads)
+    def alone_case():  # n/k optimizers over k parameters each, in turn: cached plans,
+        ps = [torch.nn.Parameter(torch.zeros(size)) for _ in range(n)]  # as much memory
+        opts = [aot.Adam(ps[i:i + k], lr=1e-3, n_threads=args.threads) for i in range(0, n, k)]
+        for p, g in zip(ps, tgrads):
+            p.grad = g
+        it = iter(range(10**9))
 
         def step():
-            for p, g in zip(ps, tgrads):
-                p.grad = g
-            opt.step()
+            opts[next(it) % len(opts)].step()
         return step
 
     cases = {"dropin": torch_case(aot.Adam, n_threads=args.threads),
@@ -69,8 +74,8 @@ def make(args):
              "alone": alone_case(),
              "torch-fused": torch_case(torch.optim.Adam, fused=True),
              "torch-foreach": torch_case(torch.optim.Adam, foreach=True)}
-    for f in cases.values():  # every expert gets state (steady state of training)
-        for _ in range(4 * n // k):
+    for f in cases.values():  # every expert gets its state (the steady state of training)
+        for _ in range(2 * n // k):
             f()
     return cases
 

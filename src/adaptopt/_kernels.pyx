@@ -797,6 +797,46 @@ def grad_mask(list params):
     return bytes(out)
 
 
+def grad_keys(list params):
+    """(grad_mask(params), ids of the parameters with a .grad, in order): one pass."""
+    cdef Py_ssize_t i, n = PyList_GET_SIZE(params)
+    cdef bytearray out = bytearray(n)
+    cdef list keys = []
+    cdef object p
+    for i in range(n):
+        p = <object>PyList_GET_ITEM(params, i)
+        if p.grad is None:
+            out[i] = 1
+        else:
+            keys.append(id(p))
+    return bytes(out), keys
+
+
+def pack_value(cnp.ndarray arr, pos):
+    """The value arr[pos] holds everywhere (pos None: all of arr), as a
+    float, if it is one finite value; else None (0.0 when empty)."""
+    cdef Py_ssize_t i, n
+    cdef cnp.intp_t *ix = NULL
+    cdef bint f32 = cnp.PyArray_TYPE(arr) == cnp.NPY_FLOAT32
+    cdef void *data = cnp.PyArray_DATA(arr)
+    cdef double v, first = 0.0
+    if pos is None:
+        n = cnp.PyArray_SIZE(arr)
+    else:
+        n = cnp.PyArray_SIZE(<cnp.ndarray>pos)
+        ix = <cnp.intp_t *>cnp.PyArray_DATA(<cnp.ndarray>pos)
+    for i in range(n):
+        k = i if ix == NULL else ix[i]
+        v = (<float *>data)[k] if f32 else (<double *>data)[k]
+        if i == 0:
+            first = v
+            if not (v - v == 0):  # NaN or inf
+                return None
+        elif v != first:
+            return None
+    return first
+
+
 def same_items(list a, list b):
     """a and b hold the same objects in the same order."""
     cdef Py_ssize_t i, n = PyList_GET_SIZE(a)

@@ -72,19 +72,23 @@ class _Fast(_base.Optimizer):
                 return self._step_fast(arrays)
         if not done:  # another subset's plan, or one whose counts other plans moved
             plan = self._plans.get(_kernels.none_mask(grads))
-            rows = plan is None
-            if rows:  # a subset not seen before: its parameters' rows
+            if plan is None:  # a subset not seen before: its parameters' rows
                 plan = self._rows.plan([i for i, g in enumerate(grads) if g is not None],
                                        self._layout, _counters)
-            if plan is None or not plan.resync(self._read_counters):
+                if plan is None or not plan.resync(self._read_counters):
+                    return False
+                if not _kernels.fast_check(plan, self.param_groups, grads, state):
+                    self._rows.wanted = True
+                    return False
+                plan.step(resolve_threads(self.n_threads))  # never common: per-row scalars
+                return True
+            if not plan.resync(self._read_counters):
                 return False
             done = _kernels.fast_step(plan, self.param_groups, grads, state,
                                       resolve_threads(self.n_threads))
             if not done:
-                self._rows.wanted |= rows
                 return False
-            if not rows:
-                self._last = plan
+            self._last = plan
         if done == 2:
             plan.step(resolve_threads(self.n_threads))
         return True
@@ -121,24 +125,34 @@ class _Fast(_base.Optimizer):
             self._plans.clear()
         self._plans[_kernels.none_mask(grads)] = self._last = plan
         if self._rows.wanted:
-            self._refresh_rows(batches, resolved)
+            self._refresh_rows(snaps)
 
-    def _refresh_rows(self, batches, resolved):
-        """The one-parameter rows (_engine.Rows) of the parameters just stepped."""
-        new = {}
-        for (gi, dtype, t, s, first), idx in batches.items():
-            names = self.spec.buffers(resolved[gi, t])
-            snap = self._snaps[gi]
-            for i in idx:
-                b = self._batch([i], names, dtype)
-                b.t = t + 1
-                new[i] = (b, _engine.Work(snap, None))
+    def _refresh_rows(self, snaps):
+        """The one-parameter rows (_engine.Rows) of every parameter whose state
+        is complete and valid, made where missing or stale."""
+        rows, new = self._rows.rows, {}
 
         def fresh(i, b):
             st = self.state.get(i)
             return (i < len(self._params) and b.objs[0] is self._params[i]
                     and b.states[0] is st and all(
                         k is None or st.get(k) is b.objs[j] for j, k in enumerate(b.keys)))
+
+        i = 0
+        for gi, group in enumerate(self.param_groups):
+            h = snaps[gi].hyper
+            names = self.spec.buffers(h)
+            for _ in group["params"]:
+                st, r = self.state.get(i), rows.get(i)
+                if (isinstance(st, dict) and not (r is not None and fresh(i, r[0]))
+                        and all(k in st for k in names + ("step",) + tuple(self.spec.scalar_state))):
+                    try:
+                        self._check_state(i, h)
+                        new[i] = (self._batch([i], names, self._params[i].dtype),
+                                  _engine.Work(snaps[gi], None))
+                    except (TypeError, ValueError):
+                        pass  # its own step will say what is wrong
+                i += 1
 
         self._rows.refresh(self._layout, new, fresh,
                            lambda: self._owned_spans(self._params, self.state))

@@ -433,19 +433,23 @@ class _Fused:
         groups, strided = self.param_groups, torch.strided
         done = _kernels.fast_step_torch(plan, groups, self._flat, strided, threads)
         if not done:  # another subset's plan, or one whose counts other plans moved
-            plan = self._plans.get(_kernels.grad_mask(self._flat))
-            rows = plan is None
-            if rows:  # a subset not seen before: its parameters' rows
-                plan = self._rows.plan([id(p) for p in self._flat if p.grad is not None],
-                                       self._layout, _counters)
-            if plan is None or not plan.resync(self._read_counters):
+            mask, keys = _kernels.grad_keys(self._flat)
+            plan = self._plans.get(mask)
+            if plan is None:  # a subset not seen before: its parameters' rows
+                plan = self._rows.plan(keys, self._layout, _counters)
+                if plan is None or not plan.resync(self._read_counters):
+                    return False
+                if not _kernels.fast_check_torch(plan, groups, strided):
+                    self._rows.wanted = True
+                    return False
+                plan.step(threads)  # never common: each row's scalars are its own
+                return True
+            if not plan.resync(self._read_counters):
                 return False
             done = _kernels.fast_step_torch(plan, groups, self._flat, strided, threads)
             if not done:
-                self._rows.wanted |= rows
                 return False
-            if not rows:
-                self._last = plan
+            self._last = plan
         if done == 2:
             plan.step(threads)
         return True
@@ -454,12 +458,10 @@ class _Fused:
         """(step to take, scalar state) shared by the batch's rows, or None."""
         now = {}
         for pk in ([("step",) + tuple(batch.step_pack)] if batch.step_pack else []) + batch.packs:
-            vals = pk[1] if pk[2] is None else pk[1][pk[2]]
-            if vals.size and not ((vals == vals[0]).all() and np.isfinite(vals[0])):
+            v = _kernels.pack_value(pk[1], pk[2])
+            if v is None or (pk[0] == "step" and not (v >= 0 and v % 1 == 0)):
                 return None
-            if pk[0] == "step" and vals.size and not (vals[0] >= 0 and vals[0] % 1 == 0):
-                return None
-            now[pk[0]] = float(vals[0]) if vals.size else 0.0
+            now[pk[0]] = v
         t = int(now.pop("step", 0)) + 1
         return t, now or None
 
@@ -542,18 +544,13 @@ class _Fused:
             self._plans.clear()
         self._plans[_kernels.grad_mask(self._flat)] = self._last = plan
         if self._rows.wanted:
-            self._refresh_rows(batches, steps, snaps, packs)
+            self._refresh_rows(snaps, packs)
         return plan
 
-    def _refresh_rows(self, batches, steps, snaps, packs):
-        """The one-parameter rows (_engine.Rows) of the parameters this step updates."""
-        new = {}
-        for (gi, dtype, t, s, is_first), ps in batches.items():
-            names = self.spec.buffers(steps[gi, t])
-            for p in ps:
-                new[id(p)] = (self._batch([p], names, dtype, packs[gi]),
-                              _engine.Work(snaps[gi], None))
-        state = self.state
+    def _refresh_rows(self, snaps, packs):
+        """The one-parameter rows (_engine.Rows) of every parameter whose state
+        is complete and valid, made where missing or stale."""
+        state, rows, new = self.state, self._rows.rows, {}
 
         def fresh(key, b):
             st = state.get(b.objs[0])
@@ -561,6 +558,22 @@ class _Fused:
                     and all(k is None or st.get(k) is b.objs[j] for j, k in enumerate(b.keys))
                     and (b.step_pack is None or st.get("step") is b.step_pack[2][0])
                     and all(st.get(pk[0]) is pk[3][0] for pk in b.packs))
+
+        for gi, group in enumerate(self.param_groups):
+            h = snaps[gi].hyper
+            names = self.spec.buffers(h)
+            for k, p in enumerate(group["params"]):
+                st = state.get(p)
+                r = rows.get(id(p))
+                if (not st or (r is not None and fresh(id(p), r[0]))
+                        or any(key not in st for key in names + self._counter_keys())):
+                    continue
+                try:
+                    self._check_state(gi, k, p, h)
+                except (TypeError, ValueError):
+                    continue  # its own step will say what is wrong
+                new[id(p)] = (self._batch([p], names, p.dtype, packs[gi]),
+                              _engine.Work(snaps[gi], None))
 
         def spans():
             return _engine.sorted_spans(
