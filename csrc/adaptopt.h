@@ -111,8 +111,9 @@ int adaptopt_step_strided(int algo, int dtype, size_t n_arrays, size_t nbuf,
 
 /* The contention guard (dispatch.c): a parallel region that takes longer
  * than its serial estimate sends steps to one thread for a while.  On by
- * default; set returns the previous setting (and clears the guard's
- * memory); trips counts the slow regions seen. */
+ * default; set returns the previous setting (off: regions are neither
+ * timed nor sent to one thread; what the guard saw is kept for when it is
+ * on again); trips counts the slow regions seen. */
 int adaptopt_set_thread_guard(int on);
 long long adaptopt_thread_guard_trips(void);
 

@@ -403,8 +403,6 @@ int adaptopt_set_thread_guard(int on)
 #ifdef _OPENMP
     int old = LOAD(guard_on);
     STORE(guard_on, on ? 1 : 0);
-    STORE(guard_until, (int64_t)0);
-    STORE(guard_len, (int64_t)0);
     return old;
 #else
     (void)on;
