@@ -80,7 +80,7 @@ def main():
     try:
         time.sleep(0.5)
         trips = _kernels.thread_guard_trips()
-        results["hog on CPU %d" % cpu] = measure(cases, args.rounds)
+        results[f"hog on CPU {cpu}"] = measure(cases, args.rounds)
         trips = _kernels.thread_guard_trips() - trips
     finally:
         hog.kill()

@@ -6,11 +6,11 @@ Against torch.optim (single-tensor path): within 4 ULP of the parameter per
 step, the bound test_vs_torch states for Adam."""
 import numpy as np
 import pytest
+from conftest import assert_bitwise, make_grad
 
 import adaptopt
 import adaptopt.reference as ref
 from adaptopt import _kernels
-from conftest import assert_bitwise, make_grad
 
 
 def layouts(a):

@@ -22,10 +22,13 @@ step in compiled code, every parameter's, state tensor's and gradient's
 address, size, dtype and layout, and that ``state`` and ``param_groups``
 still hold the same objects; anything else is validated in full here.
 
-Supported: CPU, strided, contiguous float32/float64 parameters and gradients.
-Anything else (CUDA and other devices, sparse gradients, complex, half or
-bfloat16 dtypes, non-contiguous tensors, a gradient of another dtype or shape
-or sharing memory with what the step writes) raises ``TypeError`` or
+Supported: CPU float32/float64 parameters dense in any layout (contiguous,
+channels_last, transposed: state is made with the parameter's strides) and
+strided gradients of any strides (expanded, sliced: gathered by the kernel
+when not in the parameter's order).  Anything else (CUDA and other devices,
+sparse gradients, complex, half or bfloat16 dtypes, overlapping parameters,
+a gradient of another dtype or shape or sharing memory with what the step
+writes) raises ``TypeError`` or
 ``ValueError`` naming the parameter and what to use instead, before anything
 is modified.  ``foreach`` and ``fused`` are accepted with any value (the
 fused kernel runs either way); ``capturable=True`` (CUDA graphs) and
@@ -749,7 +752,7 @@ def _make(spec):
         doc = (f"torch.optim.{spec.torch} with adaptopt's fused CPU kernel.\n\n"
                "Same arguments, defaults, checks, state and state_dict as torch.optim (it is a\n"
                f"subclass of torch.optim.{spec.torch}); one kernel call per (group, dtype, step)\n"
-               "batch updates CPU float32/float64 contiguous tensors in place.  Extra keyword:\n"
+               "batch updates CPU float32/float64 dense tensors in place.  Extra keyword:\n"
                "n_threads (None: adaptopt's default, see adaptopt.set_num_threads).\n\n"
                "torch.optim's documentation follows.\n\n" + (base.__doc__ or ""))
     else:
