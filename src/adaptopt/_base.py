@@ -136,8 +136,8 @@ def as_array(name, g):
     try:
         a = np.asarray(g, copy=False)
     except Exception as e:  # a copy would be needed, or g is no array at all
-        raise TypeError(f"{name} must be a NumPy array, None, or an object that np.asarray "
-                        "views without a copy (buffer protocol, __array__, __array_interface__"
+        raise TypeError(f"{name} must be a NumPy array or None (or an object that np.asarray "
+                        "views without a copy: buffer protocol, __array__, __array_interface__"
                         f"), got {_describe(g)} ({type(e).__name__}: {e})") from None
     if a.dtype == object:
         raise TypeError(f"{name} must hold float32 or float64 numbers, got {_describe(g)}")
