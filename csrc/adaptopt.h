@@ -90,11 +90,37 @@ typedef struct {
     const uint64_t *array_ids;  /* n_arrays; NULL: 0, 1, 2, ... */
     double grad_div, grad_mul;
     int grad_writeback;
+    /* NULL, or per array a strided gradient's descriptor (or NULL), as
+     * adaptopt_step_strided's gdesc: gathered per block, then converted */
+    const int64_t *const *gdesc;
 } adaptopt_staging;
 
 int adaptopt_step_staged(int algo, const adaptopt_staging *st, size_t n_arrays, size_t nbuf,
                          void *const *ptr, void *const *aux, const size_t *offsets,
                          const double *scal, size_t nscal, int flags, int n_threads);
+
+/* adaptopt_step with gradients stored in another element order than their
+ * parameters (other strides, stride 0, slices).  gdesc[i] NULL: array i's
+ * gradient is at ptr[i*nbuf + 1] in its parameter's element order, as in
+ * adaptopt_step.  Else gdesc[i] = {ndim, shape[0..ndim), strides[0..ndim)}:
+ * element x of the parameter's memory (x in C order over shape, whose
+ * product must be the array's size; 1 <= ndim <= ADAPTOPT_MAX_NDIM) has
+ * its gradient at byte ptr[i*nbuf + 1] + sum_k idx_k * strides[k].  The
+ * gradient is gathered, per block of elements, into a local array (one
+ * bounded copy inside the pass); results equal adaptopt_step's on the same
+ * values, bit for bit. */
+#define ADAPTOPT_MAX_NDIM 64
+int adaptopt_step_strided(int algo, int dtype, size_t n_arrays, size_t nbuf,
+                          void *const *ptr, const int64_t *const *gdesc, const size_t *offsets,
+                          const double *scal, size_t nscal, int flags, int n_threads);
+
+/* The contention guard (dispatch.c): a parallel region that takes longer
+ * than its serial estimate sends steps to one thread for a while.  On by
+ * default; set returns the previous setting (off: regions are neither
+ * timed nor sent to one thread; what the guard saw is kept for when it is
+ * on again); trips counts the slow regions seen. */
+int adaptopt_set_thread_guard(int on);
+long long adaptopt_thread_guard_trips(void);
 
 /* Benchmarks only: the cheapest kernel with an optimizer's memory traffic.
  * Buffer 1 is read; buffers 0 and 2..n_rw are read and written (x += r);

@@ -16,6 +16,8 @@
  * so the result does not depend on the number of threads. */
 #include "internal.h"
 
+#include <string.h>
+
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -249,13 +251,78 @@ const char *adaptopt_compiler(void)
 #endif
 }
 
-/* A staged call's extras (adaptopt_step_staged); NULL for a plain one. */
+/* A staged or strided call's extras (adaptopt_step_staged, adaptopt_step_strided);
+ * NULL for a plain one.  fn NULL: not staged; gdesc NULL: no strided gradient. */
 typedef struct {
     adaptopt_staged_fn fn;
     const adaptopt_staging *st;
     void *const *aux;
     size_t block;  /* cut threads at multiples of this many elements of an array (1: any) */
+    const int64_t *const *gdesc;
+    size_t esize;
 } stage_call;
+
+/* Gradient elements per gather block: 4 or 8 KiB, L1-resident beside the
+ * block's parameter and state lines. */
+#define GATHER_BLOCK 1024
+
+void adaptopt_gather(void *dst, const void *base, const int64_t *d, size_t esize, size_t off,
+                     size_t m, int scatter)
+{
+    int64_t idx[ADAPTOPT_MAX_NDIM];
+    const int nd = (int)d[0];
+    const int64_t *shape = d + 1, *str = d + 1 + nd;
+    const int64_t inner = shape[nd - 1], istr = str[nd - 1];
+    char *gp = (char *)base, *out = (char *)dst;
+    size_t x = off, j = 0;
+    for (int k = nd - 1; k >= 0; k--) {  /* the multi-index of element off */
+        idx[k] = (int64_t)(x % (size_t)shape[k]);
+        x /= (size_t)shape[k];
+        gp += idx[k] * str[k];
+    }
+    while (j < m) {
+        size_t run = (size_t)(inner - idx[nd - 1]);
+        if (run > m - j)
+            run = m - j;
+#define ADAPTOPT_RUN_(T)                                                          \
+        for (size_t q = 0; q < run; q++) {                                        \
+            if (scatter) memcpy(gp + (int64_t)q * istr, out + (j + q) * sizeof(T), sizeof(T)); \
+            else memcpy(out + (j + q) * sizeof(T), gp + (int64_t)q * istr, sizeof(T)); \
+        }
+        if (esize == 2) { ADAPTOPT_RUN_(uint16_t) }
+        else if (esize == 4) { ADAPTOPT_RUN_(uint32_t) }
+        else { ADAPTOPT_RUN_(uint64_t) }
+#undef ADAPTOPT_RUN_
+        j += run;
+        idx[nd - 1] += (int64_t)run;
+        gp += (int64_t)run * istr;
+        for (int k = nd - 1; k > 0 && idx[k] == shape[k]; k--) {  /* carry */
+            gp += str[k - 1] - shape[k] * str[k];
+            idx[k] = 0;
+            idx[k - 1]++;
+        }
+    }
+}
+
+/* f over elements [off, off+n) of one array whose gradient is strided
+ * (adaptopt_step_strided): per block, the gradient's elements, in the
+ * parameter's element order, are gathered into a local array and f runs on
+ * it as on memory. */
+static void strided_range(adaptopt_seg_fn f, size_t nbuf, void *const *b, const int64_t *d,
+                          size_t esize, size_t off, size_t n, const void *sc, int flags)
+{
+    union { float f[GATHER_BLOCK]; double d[GATHER_BLOCK]; } loc;
+    void *bb[ADAPTOPT_MAX_NBUF];
+    for (size_t s = off, end = off + n; s < end;) {
+        size_t m = end - s < GATHER_BLOCK ? end - s : GATHER_BLOCK;
+        adaptopt_gather(&loc, b[1], d, esize, s, m, 0);
+        for (size_t k = 0; k < nbuf; k++)
+            bb[k] = b[k] ? (char *)b[k] + s * esize : NULL;
+        bb[1] = &loc;
+        f(bb, 0, m, sc, flags);
+        s += m;
+    }
+}
 
 static void run_range(adaptopt_seg_fn f, size_t nbuf, void *const *ptr, const size_t *offsets,
                       size_t first, size_t lo, size_t hi, const void *sc, int flags,
@@ -264,10 +331,14 @@ static void run_range(adaptopt_seg_fn f, size_t nbuf, void *const *ptr, const si
     for (size_t i = first; lo < hi; i++) {
         size_t end = offsets[i + 1] < hi ? offsets[i + 1] : hi;
         if (end > lo) {
-            if (sg)
+            if (sg && sg->gdesc && sg->gdesc[i])
+                strided_range(f, nbuf, ptr + i * nbuf, sg->gdesc[i], sg->esize,
+                              lo - offsets[i], end - lo, sc, flags);
+            else if (sg && sg->fn)
                 sg->fn(f, ptr + i * nbuf, sg->aux ? sg->aux + i * nbuf : NULL, nbuf,
                        lo - offsets[i], end - lo, sc, flags, sg->st,
-                       sg->st->array_ids ? sg->st->array_ids[i] : (uint64_t)i);
+                       sg->st->array_ids ? sg->st->array_ids[i] : (uint64_t)i,
+                       sg->st->gdesc ? sg->st->gdesc[i] : NULL);
             else
                 f(ptr + i * nbuf, lo - offsets[i], end - lo, sc, flags);
         }
@@ -312,29 +383,97 @@ static size_t cut(void *const *ptr, size_t nbuf, const size_t *offsets, size_t n
 }
 #endif
 
-/* Run f over a batch: serially below threshold, else one parallel region
- * (n_threads already clamped to >= 1). */
+#ifdef _OPENMP
+/* The contention guard.  A parallel region is worth its fork and join only
+ * while every thread gets a core: with another process busy on one of them,
+ * libgomp's threads wait (spinning) for the one that is descheduled, and a
+ * step took 6x longer on 2 threads than on 1 (issue 12).  So each parallel
+ * region is timed: its wall time against its serial estimate (the fastest
+ * thread's busy time times the thread count: what one thread would have
+ * taken for all of it).  A region slower than its serial estimate (plus
+ * GUARD_SLACK for the fork and join) sends every batch to one thread for
+ * a while; then one region probes again.  The while starts at GUARD_MIN
+ * and doubles with each slow probe up to GUARD_MAX (a slow probe costs
+ * about a scheduler time slice, so at most a few ms per GUARD_MAX); a
+ * probe that is not slow ends it.  An idle machine never trips it.  Times
+ * in ns of omp_get_wtime(); settings shared by all callers (relaxed atomics). */
+#define GUARD_SLACK 20000          /* ns */
+#define GUARD_MIN 50000000         /* ns: 50 ms */
+#define GUARD_MAX 1600000000       /* ns: 1.6 s */
+static int guard_on = 1;
+static int64_t guard_until = 0;    /* serial until this time */
+static int64_t guard_len = 0;      /* the current while (0: the last probe was fine) */
+static int64_t guard_trips = 0;    /* slow regions seen */
+
+static int64_t now_ns(void) { return (int64_t)(omp_get_wtime() * 1e9); }
+#endif
+
+int adaptopt_set_thread_guard(int on)
+{
+#ifdef _OPENMP
+    int old = LOAD(guard_on);
+    STORE(guard_on, on ? 1 : 0);
+    return old;
+#else
+    (void)on;
+    return 0;
+#endif
+}
+
+long long adaptopt_thread_guard_trips(void)
+{
+#ifdef _OPENMP
+    return (long long)LOAD(guard_trips);
+#else
+    return 0;
+#endif
+}
+
+/* Run f over a batch: serially below threshold (or while the contention
+ * guard says so), else one parallel region (n_threads already clamped to
+ * >= 1).  guard: time the region (adaptopt_step; the roofline benchmark
+ * does not). */
 static void run_batch(adaptopt_seg_fn f, size_t esize, size_t n_arrays, size_t nbuf,
                       void *const *ptr, const size_t *offsets, const void *sc, int flags,
-                      int n_threads, size_t threshold, const stage_call *sg)
+                      int n_threads, size_t threshold, const stage_call *sg, int guard)
 {
     size_t total = offsets[n_arrays];
 #ifdef _OPENMP
-    if (n_threads > 1 && total >= threshold && total > 1) {
+    guard = guard && LOAD(guard_on);
+    int64_t t0 = guard ? now_ns() : 0;
+    if (n_threads > 1 && total >= threshold && total > 1 && !(guard && t0 < LOAD(guard_until))) {
         size_t block = sg ? sg->block : 1;
-#pragma omp parallel num_threads(n_threads)
+        double busy = 1e300;
+        int used = 1;
+#pragma omp parallel num_threads(n_threads) reduction(min:busy)
         {
             int t = omp_get_thread_num(), nt = omp_get_num_threads();
+            double start = guard ? omp_get_wtime() : 0;
             size_t first, last;
             size_t lo = cut(ptr, nbuf, offsets, n_arrays, esize, block, t, nt, &first);
             size_t hi = t + 1 < nt
                 ? cut(ptr, nbuf, offsets, n_arrays, esize, block, t + 1, nt, &last) : total;
             run_range(f, nbuf, ptr, offsets, first, lo, hi, sc, flags, sg);
+            if (guard)
+                busy = omp_get_wtime() - start;
+            if (t == 0)
+                used = nt;
+        }
+        if (guard && used > 1) {
+            int64_t t1 = now_ns(), len = LOAD(guard_len);
+            if (t1 - t0 > (int64_t)(busy * 1e9 * used) + GUARD_SLACK) {
+                len = len ? (len * 2 > GUARD_MAX ? GUARD_MAX : len * 2) : GUARD_MIN;
+                STORE(guard_len, len);
+                STORE(guard_until, t1 + len);
+                STORE(guard_trips, LOAD(guard_trips) + 1);
+            } else if (len) {
+                STORE(guard_len, (int64_t)0);
+            }
         }
         return;
     }
 #else
-    (void)n_threads; (void)threshold; (void)esize;
+    (void)n_threads; (void)threshold; (void)esize; (void)guard;
 #endif
     run_range(f, nbuf, ptr, offsets, 0, 0, total, sc, flags, sg);
 }
@@ -374,7 +513,51 @@ int adaptopt_step(int algo, int dtype, size_t n_arrays, size_t nbuf,
     cast_scalars(&sc, dtype, scal, nscal);
     run_batch(f, dtype == ADAPTOPT_FLOAT32 ? sizeof(float) : sizeof(double), n_arrays, nbuf,
               ptr, offsets, &sc, flags, clamp_threads(n_threads),
-              adaptopt_get_threshold(algo, dtype), NULL);
+              adaptopt_get_threshold(algo, dtype), NULL, 1);
+    return ADAPTOPT_OK;
+}
+
+/* Each strided gradient's descriptor covers its array (adaptopt_step_strided);
+ * written: none has a stride 0 (elements sharing memory), as a gradient
+ * written back must not. */
+static int gdesc_ok(const int64_t *const *gdesc, size_t n_arrays, const size_t *offsets,
+                    int written)
+{
+    for (size_t i = 0; i < n_arrays; i++) {
+        const int64_t *d = gdesc[i];
+        if (!d)
+            continue;
+        if (d[0] < 1 || d[0] > ADAPTOPT_MAX_NDIM)
+            return 0;
+        uint64_t count = 1;
+        for (int64_t k = 0; k < d[0]; k++) {
+            if (d[1 + k] < 1 || (written && d[1 + k] > 1 && d[1 + d[0] + k] == 0))
+                return 0;
+            count *= (uint64_t)d[1 + k];
+        }
+        if (count != offsets[i + 1] - offsets[i])
+            return 0;
+    }
+    return 1;
+}
+
+int adaptopt_step_strided(int algo, int dtype, size_t n_arrays, size_t nbuf,
+                          void *const *ptr, const int64_t *const *gdesc, const size_t *offsets,
+                          const double *scal, size_t nscal, int flags, int n_threads)
+{
+    if (!gdesc || !gdesc_ok(gdesc, n_arrays, offsets, 0))
+        return ADAPTOPT_EINVAL;
+    if (algo < 0 || algo >= ADAPTOPT_N_ALGOS || dtype < 0 || dtype >= ADAPTOPT_N_DTYPES
+        || nbuf != (size_t)algo_info[algo].nbuf || nscal != (size_t)algo_info[algo].nscal
+        || flags < 0 || flags >= (1 << algo_info[algo].nflags) || n_threads < 1)
+        return ADAPTOPT_EINVAL;
+    adaptopt_seg_fn f = tables[adaptopt_get_isa()]->step[algo][dtype];
+    scalars sc;
+    cast_scalars(&sc, dtype, scal, nscal);
+    size_t esize = dtype == ADAPTOPT_FLOAT32 ? sizeof(float) : sizeof(double);
+    stage_call sg = {NULL, NULL, NULL, 1, gdesc, esize};
+    run_batch(f, esize, n_arrays, nbuf, ptr, offsets, &sc, flags, clamp_threads(n_threads),
+              adaptopt_get_threshold(algo, dtype), &sg, 1);
     return ADAPTOPT_OK;
 }
 
@@ -437,16 +620,17 @@ int adaptopt_step_staged(int algo, const adaptopt_staging *st, size_t n_arrays, 
     if (algo < 0 || algo >= ADAPTOPT_N_ALGOS
         || nbuf != (size_t)algo_info[algo].nbuf || nscal != (size_t)algo_info[algo].nscal
         || flags < 0 || flags >= (1 << algo_info[algo].nflags) || n_threads < 1
-        || !staging_ok(st, nbuf) || ((st->mirror || any_q8(st, nbuf)) && !aux))
+        || !staging_ok(st, nbuf) || ((st->mirror || any_q8(st, nbuf)) && !aux)
+        || (st->gdesc && !gdesc_ok(st->gdesc, n_arrays, offsets, st->grad_writeback)))
         return ADAPTOPT_EINVAL;
     const adaptopt_table *tab = tables[adaptopt_get_isa()];
     int dtype = st->compute;
     scalars sc;
     cast_scalars(&sc, dtype, scal, nscal);
-    stage_call sg = {tab->staged[dtype], st, aux, any_q8(st, nbuf) ? ADAPTOPT_BLOCK : 1};
+    stage_call sg = {tab->staged[dtype], st, aux, any_q8(st, nbuf) ? ADAPTOPT_BLOCK : 1, NULL, 0};
     run_batch(tab->step[algo][dtype], storage_size(st->storage[0], dtype), n_arrays, nbuf, ptr,
               offsets, &sc, flags, clamp_threads(n_threads), adaptopt_get_threshold(algo, dtype),
-              &sg);
+              &sg, 1);
     return ADAPTOPT_OK;
 }
 
@@ -457,6 +641,6 @@ int adaptopt_roofline(int dtype, size_t n_arrays, void *const *ptr, const size_t
         return ADAPTOPT_EINVAL;
     adaptopt_seg_fn f = tables[adaptopt_get_isa()]->roofline[dtype];
     run_batch(f, dtype == ADAPTOPT_FLOAT32 ? sizeof(float) : sizeof(double), n_arrays, 5, ptr,
-              offsets, NULL, n_rw - 1, clamp_threads(n_threads), roofline_threshold[dtype], NULL);
+              offsets, NULL, n_rw - 1, clamp_threads(n_threads), roofline_threshold[dtype], NULL, 0);
     return ADAPTOPT_OK;
 }

@@ -61,15 +61,15 @@ HYPER_VALUES = {  # valid values first, then invalid ones
 
 
 def spans_overlap(arrays):
-    spans = sorted((a.__array_interface__["data"][0], a.nbytes) for a in arrays
-                   if isinstance(a, np.ndarray) and a.nbytes)
+    spans = sorted((lo, hi - lo) for lo, hi in (_base._span(a) for a in arrays
+                                                 if isinstance(a, np.ndarray) and a.nbytes))
     return any(s1 < s0 + n0 for (s0, n0), (s1, _) in zip(spans, spans[1:]))
 
 
 def good_array(a, like):
     return (isinstance(a, np.ndarray) and type(a) in (np.ndarray, np.memmap)
             and a.dtype == like.dtype and a.shape == like.shape
-            and a.flags.c_contiguous and a.flags.aligned and a.flags.writeable)
+            and _base.same_layout(a, like) and a.flags.aligned and a.flags.writeable)
 
 
 def classify(opt, grads):
@@ -102,7 +102,7 @@ def classify(opt, grads):
         cast = (hyper["grad_cast"] == "same_kind" and isinstance(g, np.ndarray)
                 and {g.dtype, p.dtype} == {np.dtype(np.float32), np.dtype(np.float64)})
         if g is not None and not (isinstance(g, np.ndarray) and (g.dtype == p.dtype or cast)
-                                  and g.shape == p.shape and g.flags.c_contiguous
+                                  and g.shape == p.shape
                                   and g.flags.aligned):
             return "invalid"
         stt = state.get(i)

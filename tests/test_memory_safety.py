@@ -319,7 +319,7 @@ def test_noncontiguous_state_view():
         base = np.zeros(2 * N, np.float32)
         view = base[::2]                 # N elements, stride 2: wrote the first N of base
         opt.state[0]["exp_avg"] = view
-        assert_rejected(opt, [grad()], ["exp_avg", "contiguous"], extra=[base])
+        assert_rejected(opt, [grad()], ["exp_avg", "strides"], extra=[base])
         p, opt = stepped(steps=1)
         raw = np.zeros(4 * N + 1, np.uint8)
         odd = raw[1:].view(np.float32)   # misaligned

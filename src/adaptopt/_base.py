@@ -21,7 +21,7 @@ import threading
 
 import numpy as np
 
-from . import _amp, _engine, _precision, _quant
+from . import _amp, _engine, _kernels, _precision, _quant
 from ._config import resolve_threads
 from ._precision import INT8, MASTER, absmax_key
 
@@ -57,9 +57,37 @@ def staggered_copy(buf, k):
         return buf
     off = k * STAGGER_BYTES // buf.itemsize
     raw = np.empty(buf.size + off, dtype=buf.dtype)
-    out = raw[off:].reshape(buf.shape)
+    out = _in_layout(raw[off:], buf)
     out[...] = buf
     return out
+
+
+def _in_layout(flat, p):
+    """A view of the first p.size elements of the 1-D array flat with p's
+    shape and element order in memory (p dense; flat's itemsize may differ)."""
+    if p.flags.c_contiguous:
+        return flat[:p.size].reshape(p.shape)
+    _, low = _kernels.memory_order(p.shape, p.strides)
+    start = flat[-low // p.itemsize:]
+    strides = tuple(s // p.itemsize * flat.itemsize for s in p.strides)
+    return np.lib.stride_tricks.as_strided(start, p.shape, strides, writeable=True)
+
+
+def like(p, fill=None, dtype=None):
+    """A new array with p's shape and layout (p dense: its order of
+    dimensions, e.g. Fortran order or transposed, as torch's preserve_format
+    keeps it), of dtype (default p's), filled with fill (None: uninitialised)."""
+    out = _in_layout(np.empty(p.size, dtype=p.dtype if dtype is None else dtype), p)
+    if fill is not None:
+        out[...] = fill
+    return out
+
+
+def same_layout(a, p):
+    """a has p's strides, in elements, wherever the size is > 1 (the same
+    element order)."""
+    return all(n < 2 or x // a.itemsize == y // p.itemsize and x % a.itemsize == 0
+               for n, x, y in zip(p.shape, a.strides, p.strides))
 
 
 def _describe(a):
@@ -68,20 +96,32 @@ def _describe(a):
 
 
 def _span(a):
+    """The bytes a's elements lie in: [lowest, highest + itemsize)."""
     start = a.__array_interface__["data"][0]
-    return start, start + a.nbytes
+    if a.size == 0:
+        return start, start
+    lo = sum(s * (n - 1) for s, n in zip(a.strides, a.shape) if s < 0)
+    hi = sum(s * (n - 1) for s, n in zip(a.strides, a.shape) if s > 0)
+    return start + lo, start + hi + a.itemsize
 
 
-def check_param(name, p):
+def check_param(name, p, dense=True):
+    """A parameter the kernels can update in place: dense (any order of
+    dimensions; dense=False: C-contiguous), aligned, writeable."""
     if not isinstance(p, np.ndarray):
         raise TypeError(f"{name} must be a NumPy array, got {_describe(p)}")
     if p.dtype not in SUPPORTED_DTYPES:
         raise TypeError(f"{name} has unsupported dtype {p.dtype}: adaptopt updates "
                         "native-endian float32, float64, float16 and bfloat16 (ml_dtypes) "
                         "arrays")
-    if not p.flags.c_contiguous:
+    if not dense and not p.flags.c_contiguous:
         raise ValueError(f"{name} must be C-contiguous (no silent copy is made); "
                          "use np.ascontiguousarray and pass the copy")
+    if not _kernels.is_dense(p.shape, p.strides, p.itemsize):
+        raise ValueError(f"{name} is not dense (strides {p.strides} for shape {p.shape}): "
+                         "a parameter must fill its memory, in any order of dimensions (C or "
+                         "Fortran order, transposed), as it is updated in place and no copy "
+                         "is made; pass np.ascontiguousarray(...) and keep the copy")
     if not p.flags.aligned:
         raise ValueError(f"{name} is not aligned to its dtype's size (e.g. a view at an odd "
                          "byte offset); pass an aligned copy")
@@ -105,18 +145,42 @@ def check_absmax(name, a, p):
 
 
 def check_buffer(name, b, p, dtype=None):
-    """A state buffer the kernel may write: p's shape, the dtype (default p's),
-    C-contiguous, aligned, writeable."""
+    """A state buffer the kernel may write: p's shape and layout (strides, in
+    elements), the dtype (default p's), aligned, writeable."""
     dtype = p.dtype if dtype is None else dtype
     if not isinstance(b, np.ndarray) or b.dtype != dtype or b.shape != p.shape:
         raise ValueError(f"{name} must be an array of dtype {dtype} and shape {p.shape}, "
                          f"got {_describe(b)}")
     if not b.flags.writeable:
         raise ValueError(f"{name} is read-only: state buffers are updated in place")
-    if not (b.flags.c_contiguous and b.flags.aligned):
-        raise ValueError(f"{name} must be a C-contiguous, aligned array (it is updated in "
-                         f"place), got one with c_contiguous={b.flags.c_contiguous}, "
-                         f"aligned={b.flags.aligned}")
+    if not (same_layout(b, p) and b.flags.aligned):
+        raise ValueError(f"{name} must be an aligned array with the parameter's strides "
+                         f"{p.strides} (the same element order in memory: it is updated in "
+                         f"place), got strides {b.strides}, aligned={b.flags.aligned}")
+
+
+def as_array(name, g):
+    """g as a NumPy array without a copy: anything np.asarray views in place
+    (a jax array on the CPU, a memoryview or other buffer-protocol object,
+    an object with __array__ or __array_interface__); else TypeError."""
+    try:
+        a = np.asarray(g, copy=False)
+    except Exception as e:  # a copy would be needed, or g is no array at all
+        raise TypeError(f"{name} must be a NumPy array or None (or an object that np.asarray "
+                        "views without a copy: buffer protocol, __array__, __array_interface__"
+                        f"), got {_describe(g)} ({type(e).__name__}: {e})") from None
+    if a.dtype == object:
+        raise TypeError(f"{name} must hold floating-point numbers, got {_describe(g)}")
+    return a
+
+
+def as_arrays(grads):
+    """grads with every entry that is neither None nor an ndarray made an
+    array by as_array (the same list when there is none)."""
+    if all(g is None or type(g) is np.ndarray for g in grads):
+        return grads
+    return [g if g is None or isinstance(g, np.ndarray) else as_array(f"grads[{i}]", g)
+            for i, g in enumerate(grads)]
 
 
 def check_step(name, step):
@@ -211,7 +275,7 @@ class Optimizer:
             raise ValueError("param group 'params' is empty")
         base = len(params)
         for k, p in enumerate(new):
-            check_param(f"params[{base + k}]", p)
+            check_param(f"params[{base + k}]", p, not self.spec.entry)
         group = {**self.defaults, **group, "params": new}
         self.spec.checked(group, type(self).__name__)
         self._owned_spans(params + new, self.state)  # no array may overlap another
@@ -245,7 +309,7 @@ class Optimizer:
             if not isinstance(g, dict) or not isinstance(g.get("params"), list):
                 raise TypeError(f"param_groups[{gi}] must be a dict whose 'params' is a list")
             for p in g["params"]:
-                check_param(f"params[{len(params)}]", p)
+                check_param(f"params[{len(params)}]", p, not self.spec.entry)
                 params.append(p)
         self._owned_spans(params, {})  # parameters must not overlap
         if not isinstance(self.state, dict):
@@ -475,11 +539,12 @@ class Optimizer:
                 raise TypeError(f"state[{i}] must be a dict, got {type(st).__name__}")
         spans = self._owned_spans(params, self.state, self._used(grads, snaps))
         group_of = [gi for gi, g in enumerate(self.param_groups) for _ in g["params"]]
+        grads = list(grads)  # arrays made from other objects replace them here, not in the caller's
         for i, (p, g) in enumerate(zip(params, grads)):
             if g is None:
                 continue
             if not isinstance(g, np.ndarray):
-                raise TypeError(f"grads[{i}] must be a NumPy array or None, got {_describe(g)}")
+                g = grads[i] = as_array(f"grads[{i}]", g)
             if g.dtype != p.dtype:
                 if g.dtype not in SUPPORTED_DTYPES:
                     raise TypeError(f"grads[{i}] has dtype {g.dtype}, params[{i}] has "
@@ -489,7 +554,7 @@ class Optimizer:
                                  pwhere=f"params[{i}]")
             if g.shape != p.shape:
                 raise ValueError(f"grads[{i}] has shape {g.shape}, params[{i}] has {p.shape}")
-            if not g.flags.c_contiguous:
+            if self.spec.entry and not g.flags.c_contiguous:
                 raise ValueError(f"grads[{i}] must be C-contiguous (no silent copy is made)")
             if not g.flags.aligned:
                 raise ValueError(f"grads[{i}] is not aligned to its dtype's size; pass an "
@@ -542,7 +607,7 @@ class Optimizer:
         """The types of a step of p (an _precision.Types)."""
         return _precision.types(_precision.name_of(p.dtype),
                                 None if g is None else _precision.name_of(g.dtype), h,
-                                size=p.size)
+                                size=p.size, c_order=p.flags.c_contiguous)
 
     def _ensure_state(self, i, h):
         """Create parameter i's missing state, as torch does (lazily): the step
@@ -554,7 +619,7 @@ class Optimizer:
         ty = self._types(p, h) if self.spec.entry is None else None
         sdt = p.dtype if ty is None else _precision.numpy_dtype(ty.state)
         if ty is not None and ty.master and MASTER not in st:
-            st[MASTER] = p.astype(np.float32)
+            st[MASTER] = like(p, p, np.float32)
         for name in self.spec.buffers(h):
             init = self.spec.init.get(name)
             if name in st or init == "grad":
@@ -567,8 +632,7 @@ class Optimizer:
                                                          for v in st.values()))
                 st[absmax_key(name)] = absmax
                 continue
-            buf = (np.full(p.shape, init(h), dtype=sdt) if init is not None
-                   else np.zeros(p.shape, dtype=sdt))
+            buf = like(p, init(h) if init is not None else 0, sdt)
             st[name] = staggered_copy(buf, 1 + sum(isinstance(v, np.ndarray) for v in st.values()))
         for name, init in self.spec.scalar_state.items():
             st[name] = float(st[name]) if name in st else float(init(h))
@@ -710,7 +774,7 @@ class Optimizer:
                 if not isinstance(v, np.ndarray) or v.dtype != dt or v.shape != p.shape:
                     raise ValueError(f"{where}[{k!r}] must be an array of dtype {dt} and "
                                      f"shape {p.shape}, got {_describe(v)}")
-                clean[k] = np.array(v, dtype=dt, order="C", copy=True)
+                clean[k] = like(p, v, dt)  # a copy, in the parameter's layout
             state[i] = clean
         return groups, state
 

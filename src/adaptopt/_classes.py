@@ -55,7 +55,9 @@ def signature(spec, first="params"):
 def docstring(spec, kind):
     lines = [spec.doc, "", "Parameters", "----------",
              "params : iterable of ndarray or of dict",
-             "    The arrays to optimize (C-contiguous float32 or float64, updated in place), "
+             "    The arrays to optimize (float32 or float64, "
+             + ("C-contiguous" if spec.entry else "dense in any order of dimensions")
+             + ", updated in place), "
              "or param groups: dicts with ``params`` and hyperparameters that override the "
              "defaults."]
     for k, h in spec.hyper.items():

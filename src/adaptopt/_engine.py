@@ -15,7 +15,7 @@ import bisect
 from . import _kernels
 from ._checks import nonneg
 
-__all__ = ["Snapshot", "Plan", "Work", "sorted_spans", "same_layout", "layout_of"]
+__all__ = ["Snapshot", "Plan", "Work", "Rows", "sorted_spans", "same_layout", "layout_of"]
 
 
 class Spans:
@@ -201,3 +201,55 @@ class Plan:
                 self.counters(b, w, w.s)
         self.common = all(w.s is None and not w.snap.scheduled and not w.snap.spec.has_step_flags
                           for w in self.work)
+
+
+class Rows:
+    """One-parameter batches, for steps over changing subsets of parameters.
+
+    A plan is cached per step shape (which parameters have gradients); when
+    that set changes every step (a mixture of experts: a random 4 of 64), a
+    new plan would be built, with every parameter validated, each step.
+    Instead, the front end keeps here a Batch of one row (and its Work) per
+    parameter, and plan(keys) assembles a step's plan from the rows of the
+    parameters with gradients: each row is re-checked in compiled code every
+    step like any batch (so a stale row only fails its check), its step and
+    scalar state taken from its state (Plan.resync), its scalars computed
+    per row.  spans: every parameter and every state buffer of the cached
+    rows, as of the last refresh (the memory any such step may write).
+    layout: the param groups' layout the rows were made for.  wanted: a
+    plan was asked for and a row was missing or stale: the next full
+    validation should (re)build the rows of the parameters it steps."""
+
+    __slots__ = ("rows", "layout", "spans", "wanted")
+
+    def __init__(self):
+        self.rows, self.layout, self.spans, self.wanted = {}, None, None, False
+
+    def plan(self, keys, layout, counters):
+        """A Plan of the rows of keys, or None (then wanted is set)."""
+        if layout is not self.layout or self.spans is None:
+            self.wanted = True
+            return None
+        rows, plan = self.rows, Plan(counters)
+        for k in keys:
+            r = rows.get(k)
+            if r is None:
+                self.wanted = True
+                return None
+            plan.add(*r)
+        plan.spans, plan.layout = self.spans, layout
+        return plan
+
+    def refresh(self, layout, new, fresh, spans):
+        """After a full validation: the rows in new ({key: (batch, work)})
+        added, those fresh(key, batch) rejects dropped, spans() the memory
+        of every parameter and state buffer."""
+        if self.layout is None or not same_layout(self.layout, layout[0]):
+            self.rows = {}  # other parameters (a layout object of the same ones keeps them)
+        self.rows.update(new)
+        self.rows = {k: r for k, r in self.rows.items() if fresh(k, r[0])}
+        self.layout, self.wanted = layout, False
+        try:
+            self.spans = spans()
+        except ValueError:  # state the step did not validate overlaps: no rows until it is fixed
+            self.rows, self.spans = {}, None

@@ -15,7 +15,7 @@ from cpython.long cimport PyLong_AsLongLong, PyLong_AsSsize_t, PyLong_CheckExact
 from cpython.object cimport PyObject, PyObject_RichCompareBool, Py_EQ
 from cpython.tuple cimport PyTuple_GET_ITEM
 from libc.stdint cimport int64_t, uint64_t
-from libc.string cimport memset
+from libc.string cimport memcmp, memset
 cimport numpy as cnp
 
 import numpy as np
@@ -33,6 +33,11 @@ cdef extern from "adaptopt.h" nogil:
     int adaptopt_step(int algo, int dtype, size_t n_arrays, size_t nbuf,
                       void **ptr, const size_t *offsets, const double *scal,
                       size_t nscal, int flags, int n_threads)
+    int adaptopt_step_strided(int algo, int dtype, size_t n_arrays, size_t nbuf,
+                              void **ptr, const int64_t **gdesc, const size_t *offsets,
+                              const double *scal, size_t nscal, int flags, int n_threads)
+    int adaptopt_set_thread_guard(int on)
+    long long adaptopt_thread_guard_trips()
     int adaptopt_roofline(int dtype, size_t n_arrays, void **ptr, const size_t *offsets,
                           int n_rw, int n_threads)
     ctypedef struct adaptopt_staging:
@@ -44,6 +49,7 @@ cdef extern from "adaptopt.h" nogil:
         const uint64_t *array_ids
         double grad_div, grad_mul
         int grad_writeback
+        const int64_t **gdesc
     int adaptopt_step_staged(int algo, const adaptopt_staging *st, size_t n_arrays, size_t nbuf,
                              void **ptr, void **aux, const size_t *offsets, const double *scal,
                              size_t nscal, int flags, int n_threads)
@@ -60,7 +66,7 @@ cdef extern from "adaptopt.h" nogil:
     const char *adaptopt_compiler()
     const char *adaptopt_build_flags()
     enum:
-        ADAPTOPT_N_ALGOS, ADAPTOPT_N_ISAS, ADAPTOPT_MAX_NSCAL, ADAPTOPT_MAX_NBUF
+        ADAPTOPT_N_ALGOS, ADAPTOPT_N_ISAS, ADAPTOPT_MAX_NSCAL, ADAPTOPT_MAX_NBUF, ADAPTOPT_MAX_NDIM
         ADAPTOPT_OK, ADAPTOPT_EINVAL, ADAPTOPT_ENOISA, ADAPTOPT_ECPU
         ADAPTOPT_STORE_COMPUTE, ADAPTOPT_STORE_F32, ADAPTOPT_STORE_F64, ADAPTOPT_STORE_BF16
         ADAPTOPT_STORE_F16, ADAPTOPT_BLOCK, ADAPTOPT_STORE_Q8_SIGNED, ADAPTOPT_STORE_Q8_UNSIGNED
@@ -147,6 +153,7 @@ cdef class Staging:
         self.st.mirror, self.st.mirror_stochastic = mirror, mirror_stochastic
         self.st.seed, self.st.step = seed, 0
         self.st.grad_div, self.st.grad_mul, self.st.grad_writeback = 0.0, 1.0, 0
+        self.st.gdesc = NULL
         self._ids = None
         self.st.array_ids = NULL
         if array_ids is not None:
@@ -308,6 +315,21 @@ cdef class Batch:
     cdef cnp.ndarray _aptr, _anb
     cdef uint64_t *aptr
     cdef uint64_t *anb
+    # gradient layouts: per row, at doff[r] in gd, {nd, shape, strides} of
+    # the gradient in the parameter's memory order (nd 0: always direct),
+    # in pm the parameter dimension of each (~dim: reversed); gp[r] the
+    # descriptor's address when this step's gradient is strided, else 0;
+    # low[r]: the parameter's lowest address minus its data pointer
+    cdef cnp.ndarray _gd, _pm, _gp, _low, _doff
+    cdef int64_t *gd
+    cdef int64_t *pm
+    cdef uint64_t *gp
+    cdef int64_t *low
+    cdef Py_ssize_t *doff
+    cdef readonly int nstrided
+    cdef readonly list pstrides
+    cdef cnp.ndarray _pc  # per row: the parameter is C-contiguous
+    cdef unsigned char *pc
 
     def __init__(self, int kind, int algo, int dtype, tuple keys, list objs, list states,
                  ptrs, nbytes, sizes, list index=None, dtype_obj=None, list shapes=None):
@@ -341,6 +363,7 @@ cdef class Batch:
         self.akeys = None
         self.aobjs = None
         self.aptr = self.anb = NULL
+        self._layouts(objs)
 
     def stage(self, Staging staging, gdtype=None, tuple akeys=None, list aobjs=None,
               tuple sdtype=None):
@@ -363,6 +386,73 @@ cdef class Batch:
             self._anb = np.array([0 if a is None else a.nbytes for a in aobjs], dtype=np.uint64)
             self.aptr = <uint64_t *>cnp.PyArray_DATA(self._aptr)
             self.anb = <uint64_t *>cnp.PyArray_DATA(self._anb)
+
+    def _layouts(self, list objs):
+        """Each row's parameter layout: its memory order for strided gradients."""
+        orders, low, self.pstrides = [], [], [] if self.kind == _TORCH else None
+        self._pc = np.zeros(max(self.n, 1), dtype=np.uint8)
+        for r in range(self.n):
+            p = objs[r * self.nbuf]
+            if self.kind == _NUMPY:
+                shape, strides = p.shape, p.strides
+                self._pc[r] = p.flags.c_contiguous
+            else:
+                es = p.element_size()
+                shape, strides = tuple(p.shape), tuple(x * es for x in p.stride())
+                self.pstrides.append(tuple(p.stride()))
+            order, lo = memory_order(shape, strides)
+            orders.append(order)
+            low.append(lo)
+        sizes = [1 + 2 * len(o) for o in orders]
+        self._doff = np.zeros(self.n + 1, dtype=np.intp)
+        np.cumsum(np.asarray(sizes, dtype=np.intp), out=self._doff[1:])
+        self._gd = np.zeros(max(int(self._doff[self.n]), 1), dtype=np.int64)
+        self._pm = np.zeros_like(self._gd)
+        for r, o in enumerate(orders):
+            d = self._doff[r]
+            self._gd[d] = len(o)
+            for k, (dim, size) in enumerate(o):
+                self._gd[d + 1 + k] = size
+                self._pm[d + 1 + k] = dim
+        self._gp = np.zeros(max(self.n, 1), dtype=np.uint64)
+        self._low = np.array(low or [0], dtype=np.int64)
+        self.gd = <int64_t *>cnp.PyArray_DATA(self._gd)
+        self.pm = <int64_t *>cnp.PyArray_DATA(self._pm)
+        self.gp = <uint64_t *>cnp.PyArray_DATA(self._gp)
+        self.low = <int64_t *>cnp.PyArray_DATA(self._low)
+        self.doff = <Py_ssize_t *>cnp.PyArray_DATA(self._doff)
+        self.pc = <unsigned char *>cnp.PyArray_DATA(self._pc)
+        self.nstrided = 0
+
+    cdef uint64_t _strided(self, Py_ssize_t r, uint64_t data, const int64_t *st,
+                           const int64_t *dims, Py_ssize_t ndim, uint64_t es,
+                           uint64_t *lo, uint64_t *hi) noexcept:
+        """Row r's gradient at data with byte strides st: its descriptor
+        filled in, its memory span [lo, hi); returns the address of the
+        element the descriptor starts from."""
+        cdef int64_t *d = self.gd + self.doff[r]
+        cdef const int64_t *m = self.pm + self.doff[r]
+        cdef Py_ssize_t k, nd = d[0]
+        cdef int64_t x, dim, a = 0, b = 0, base = <int64_t>data
+        for k in range(ndim):
+            x = st[k] * (dims[k] - 1)
+            if x < 0:
+                a += x
+            else:
+                b += x
+        lo[0] = <uint64_t>(<int64_t>data + a)
+        hi[0] = <uint64_t>(<int64_t>data + b) + es
+        for k in range(nd):
+            dim = m[1 + k]
+            if dim < 0:
+                dim = ~dim
+                base += st[dim] * (d[1 + k] - 1)
+                d[1 + nd + k] = -st[dim]
+            else:
+                d[1 + nd + k] = st[dim]
+        self.gp[r] = <uint64_t>d
+        self.nstrided += 1
+        return <uint64_t>base
 
     def set_scalars(self, int flags, fixed, tuple positions=(), tuple step_values=()):
         """The next call's flags and scalars: fixed (kernel order), with
@@ -396,7 +486,7 @@ cdef class Batch:
                 if (<uint64_t>a.data_ptr() != self.aptr[j + k]
                         or <uint64_t>a.nbytes != self.anb[j + k]):
                     return False
-            elif (<uint64_t>cnp.PyArray_DATA(<cnp.ndarray>a) != self.aptr[j + k]
+            elif (_lowest(<cnp.ndarray>a) != self.aptr[j + k]
                     or <uint64_t>cnp.PyArray_NBYTES(<cnp.ndarray>a) != self.anb[j + k]
                     or not cnp.PyArray_ISWRITEABLE(<cnp.ndarray>a)):
                 return False
@@ -415,12 +505,14 @@ cdef class Batch:
         cdef PyObject *b
         cdef object g, key
         cdef cnp.ndarray ga, pa, a
-        cdef uint64_t lo, hi
+        cdef uint64_t lo, hi, base
         cdef tuple c
+        cdef int nd
+        self.nstrided = 0
         for r in range(self.n):
             j = r * self.nbuf
             pa = <cnp.ndarray>PyList_GET_ITEM(self.objs, j)
-            if (<uint64_t>cnp.PyArray_DATA(pa) != self.ptr[j]
+            if (<uint64_t>(<int64_t>cnp.PyArray_DATA(pa) + self.low[r]) != self.ptr[j]
                     or <uint64_t>cnp.PyArray_NBYTES(pa) != self.nb[j]
                     or not cnp.PyArray_ISWRITEABLE(pa)):
                 return r
@@ -434,8 +526,8 @@ cdef class Batch:
                 b = PyDict_GetItem(<object>st, key)
                 if b == NULL or b != PyList_GET_ITEM(self.objs, j + k):
                     return r
-                a = <cnp.ndarray>b
-                if (<uint64_t>cnp.PyArray_DATA(a) != self.ptr[j + k]
+                a = <cnp.ndarray>b  # p's strides (checked when the plan was made)
+                if (<uint64_t>(<int64_t>cnp.PyArray_DATA(a) + self.low[r]) != self.ptr[j + k]
                         or <uint64_t>cnp.PyArray_NBYTES(a) != self.nb[j + k]
                         or not cnp.PyArray_ISWRITEABLE(a)):
                     return r
@@ -457,27 +549,43 @@ cdef class Batch:
             if not cnp.PyArray_Check(<object>gp):
                 return r
             ga = <cnp.ndarray>gp
+            nd = cnp.PyArray_NDIM(ga)
             if (cnp.PyArray_TYPE(ga) != self.typenum or not cnp.PyArray_ISNOTSWAPPED(ga)
-                    or cnp.PyArray_NDIM(ga) != cnp.PyArray_NDIM(pa)
-                    or not cnp.PyArray_IS_C_CONTIGUOUS(ga) or not cnp.PyArray_ISALIGNED(ga)):
+                    or nd != cnp.PyArray_NDIM(pa) or not cnp.PyArray_ISALIGNED(ga)):
                 return r
-            for k in range(cnp.PyArray_NDIM(ga)):
+            for k in range(nd):
                 if cnp.PyArray_DIMS(ga)[k] != cnp.PyArray_DIMS(pa)[k]:
                     return r
             lo = <uint64_t>cnp.PyArray_DATA(ga)
-            hi = lo + <uint64_t>cnp.PyArray_NBYTES(ga)
+            if self.gd[self.doff[r]] == 0 or (self.pc[r] and cnp.PyArray_IS_C_CONTIGUOUS(ga)) or (
+                    cnp.PyArray_ITEMSIZE(ga) == cnp.PyArray_ITEMSIZE(pa) and memcmp(
+                        cnp.PyArray_STRIDES(ga), cnp.PyArray_STRIDES(pa),
+                        nd * sizeof(cnp.npy_intp)) == 0):  # p's element order: as it is
+                lo = <uint64_t>(<int64_t>lo + self.low[r])
+                hi = lo + <uint64_t>cnp.PyArray_NBYTES(ga)
+                self.gp[r] = 0
+                base = lo
+            else:
+                base = self._strided(r, lo, <const int64_t *>cnp.PyArray_STRIDES(ga),
+                                     <const int64_t *>cnp.PyArray_DIMS(ga), nd,
+                                     <uint64_t>cnp.PyArray_ITEMSIZE(ga), &lo, &hi)
             if _spans_hit(spans.s, spans.e, spans.m, lo, hi):
                 return r
-            self.ptr[j + 1] = lo
+            self.ptr[j + 1] = base
         return -1
 
     def check_torch(self, Spans spans, strided):
         """As check_numpy, for torch tensors; the gradients are p.grad."""
         cdef Py_ssize_t r, k, j
         cdef PyObject *b
-        cdef object p, g, st, t, key, dt = self.dtype_obj
-        cdef uint64_t lo, hi
+        cdef object p, g, st, t, key, gs, dt = self.dtype_obj
+        cdef uint64_t lo, hi, base
         cdef tuple pk
+        cdef int64_t tst[ADAPTOPT_MAX_NDIM]
+        cdef int64_t tdim[ADAPTOPT_MAX_NDIM]
+        cdef int64_t es
+        cdef Py_ssize_t nd
+        self.nstrided = 0
         for r in range(self.n):
             j = r * self.nbuf
             p = <object>PyList_GET_ITEM(self.objs, j)
@@ -510,18 +618,29 @@ cdef class Batch:
                 if b == NULL or b != PyList_GET_ITEM(pk[3], r):
                     return r
             g = p.grad
-            # dense, on the CPU, p's dtype and shape, contiguous: then its size
-            # is p's (a lazily negated view is refused when the plan is made)
+            # strided, on the CPU, p's dtype and shape, not a lazily negated view;
+            # with p's strides it is dense in p's order, else it is gathered
             if (g is None or g.layout is not strided or not g.is_cpu
-                    or g.dtype is not self.gdtype_obj
-                    or g.shape != <object>PyList_GET_ITEM(self.shapes, r)
-                    or not g.is_contiguous()):
+                    or g.dtype is not self.gdtype_obj or g.shape != <object>PyList_GET_ITEM(self.shapes, r) or g.is_neg()):
                 return r
             lo = <uint64_t>g.data_ptr()
-            hi = lo + <uint64_t>g.nbytes
+            gs = g.stride()
+            if gs == <object>PyList_GET_ITEM(self.pstrides, r) or self.gd[self.doff[r]] == 0:
+                hi = lo + <uint64_t>g.nbytes
+                self.gp[r] = 0
+                base = lo
+            else:
+                nd = len(gs)
+                if nd > ADAPTOPT_MAX_NDIM:
+                    return r
+                es = g.element_size()
+                for k in range(nd):
+                    tst[k] = <int64_t>gs[k] * es
+                    tdim[k] = <int64_t>g.shape[k]
+                base = self._strided(r, lo, tst, tdim, nd, es, &lo, &hi)
             if _spans_hit(spans.s, spans.e, spans.m, lo, hi):
                 return r
-            self.ptr[j + 1] = lo
+            self.ptr[j + 1] = base
         if self.step_pack is not None and not _pack_holds(self.step_pack[0], self.step_pack[1],
                                                           <double>(self.t - 1)):
             return 0
@@ -531,10 +650,25 @@ cdef class Batch:
         return -1
 
 
+cdef inline uint64_t _lowest(cnp.ndarray a) noexcept:
+    """The lowest address of a's elements (negative strides: below its data)."""
+    cdef int64_t x = <int64_t>cnp.PyArray_DATA(a), d
+    cdef int k
+    if cnp.PyArray_SIZE(a) == 0:
+        return <uint64_t>x
+    for k in range(cnp.PyArray_NDIM(a)):
+        d = <int64_t>cnp.PyArray_STRIDES(a)[k] * (<int64_t>cnp.PyArray_DIMS(a)[k] - 1)
+        if d < 0:
+            x += d
+    return <uint64_t>x
+
+
 cdef inline uint64_t _address_of(object a, int kind) except? 0:
+    """The address the kernels start from: a torch tensor's data pointer, an
+    array's lowest address."""
     if kind == _TORCH:
         return <uint64_t>a.data_ptr()
-    return <uint64_t>cnp.PyArray_DATA(<cnp.ndarray>a)
+    return _lowest(<cnp.ndarray>a)
 
 
 cdef bint _pack_holds(cnp.ndarray arr, object pos, double want):
@@ -576,7 +710,12 @@ cdef void _pack_write(cnp.ndarray arr, object pos, double value):
 
 
 cdef int _call(Batch b, int n_threads, adaptopt_staging *st) noexcept nogil:
-    """One batch's kernel: plain, or staged when st is given."""
+    """One batch's kernel: plain, strided (gradients gathered), or staged when
+    st is given."""
+    if st == NULL and b.nstrided:
+        return adaptopt_step_strided(b.algo, b.dtype, b.n, b.nbuf, <void **>b.ptr,
+                                     <const int64_t **>b.gp, b.off, b.sc, b.nscal, b.flags,
+                                     n_threads)
     if st == NULL:
         return adaptopt_step(b.algo, b.dtype, b.n, b.nbuf, <void **>b.ptr, b.off, b.sc,
                              b.nscal, b.flags, n_threads)
@@ -610,6 +749,8 @@ def run(list batches, int n_threads, scale=None):
             stp = &st
         if scale is not None:
             st.grad_div, st.grad_mul, st.grad_writeback = scale[0], scale[1], bool(scale[2])
+        if stp != NULL:
+            st.gdesc = <const int64_t **>b.gp if b.nstrided else NULL
         if b.off[b.n] < 16384:  # a few microseconds at most: keep the GIL
             rc = _call(b, n_threads, stp)
         else:
@@ -782,6 +923,46 @@ def grad_mask(list params):
     return bytes(out)
 
 
+def grad_keys(list params):
+    """(grad_mask(params), ids of the parameters with a .grad, in order): one pass."""
+    cdef Py_ssize_t i, n = PyList_GET_SIZE(params)
+    cdef bytearray out = bytearray(n)
+    cdef list keys = []
+    cdef object p
+    for i in range(n):
+        p = <object>PyList_GET_ITEM(params, i)
+        if p.grad is None:
+            out[i] = 1
+        else:
+            keys.append(id(p))
+    return bytes(out), keys
+
+
+def pack_value(cnp.ndarray arr, pos):
+    """The value arr[pos] holds everywhere (pos None: all of arr), as a
+    float, if it is one finite value; else None (0.0 when empty)."""
+    cdef Py_ssize_t i, n
+    cdef cnp.intp_t *ix = NULL
+    cdef bint f32 = cnp.PyArray_TYPE(arr) == cnp.NPY_FLOAT32
+    cdef void *data = cnp.PyArray_DATA(arr)
+    cdef double v, first = 0.0
+    if pos is None:
+        n = cnp.PyArray_SIZE(arr)
+    else:
+        n = cnp.PyArray_SIZE(<cnp.ndarray>pos)
+        ix = <cnp.intp_t *>cnp.PyArray_DATA(<cnp.ndarray>pos)
+    for i in range(n):
+        k = i if ix == NULL else ix[i]
+        v = (<float *>data)[k] if f32 else (<double *>data)[k]
+        if i == 0:
+            first = v
+            if not (v - v == 0):  # NaN or inf
+                return None
+        elif v != first:
+            return None
+    return first
+
+
 def same_items(list a, list b):
     """a and b hold the same objects in the same order."""
     cdef Py_ssize_t i, n = PyList_GET_SIZE(a)
@@ -800,6 +981,44 @@ def fill_pointers(list arrays, uint64_t[::1] out, Py_ssize_t start, Py_ssize_t s
     for k in range(len(arrays)):
         a = arrays[k]
         out[start + k * stride] = 0 if a is None else <uint64_t>cnp.PyArray_DATA(a)
+
+
+def memory_order(shape, strides):
+    """A dense array's memory order: ([(dim, size)...] outermost first, the
+    dimensions of size > 1 by decreasing |stride|, dim ~d where the stride
+    is negative), and its lowest address minus its data pointer (bytes).
+    [(0, 1)] when no dimension has size > 1; [] for an empty array."""
+    if 0 in shape:
+        return [], 0
+    dims = sorted((d for d in range(len(shape)) if shape[d] > 1),
+                  key=lambda d: -abs(strides[d]))
+    low = sum(min(0, strides[d] * (shape[d] - 1)) for d in dims)
+    order = [(d if strides[d] >= 0 else ~d, shape[d]) for d in dims]
+    return (order or [(0, 1)]), low
+
+
+def is_dense(shape, strides, itemsize):
+    """The elements fill [lowest, lowest + size*itemsize) once each: dense
+    and non-overlapping, in any order of dimensions (byte strides)."""
+    if 0 in shape:
+        return True
+    expect = itemsize
+    for d in sorted((d for d in range(len(shape)) if shape[d] > 1),
+                    key=lambda d: abs(strides[d])):
+        if abs(strides[d]) != expect:
+            return False
+        expect *= shape[d]
+    return True
+
+
+def set_thread_guard(bint on):
+    """Turn the contention guard (csrc/dispatch.c) on or off; the previous setting."""
+    return bool(adaptopt_set_thread_guard(on))
+
+
+def thread_guard_trips():
+    """How many parallel regions the contention guard found slower than serial."""
+    return adaptopt_thread_guard_trips()
 
 
 def get_isa():

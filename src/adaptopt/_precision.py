@@ -14,8 +14,9 @@ float64 for float64 parameters and float32 otherwise.  Per param group:
   rounded 16-bit parameter in the same pass.
 - ``stochastic_rounding``: 16-bit values the step writes (parameter, master
   copy's 16-bit image, 16-bit state) are rounded stochastically from
-  counter-based bits of (``seed``, step, parameter index, buffer, element):
-  deterministic, the same for every thread count and SIMD path.
+  counter-based bits of (``seed``, step, parameter index, buffer, element;
+  the element's position in the parameter's memory): deterministic, the same
+  for every thread count and SIMD path.
 - ``seed``: the stochastic rounding's seed.
 - ``grad_cast``: ``"no"`` (gradients have the parameter's dtype, or are
   bfloat16/float16 into float32 parameters) or ``"same_kind"`` (also float32
@@ -130,15 +131,17 @@ class Types(NamedTuple):
     stochastic: bool    # stochastic rounding of 16-bit stores
 
 
-def types(pname, gname, h, where="grads[i]", size=None, pwhere="the parameter"):
+def types(pname, gname, h, where="grads[i]", size=None, pwhere="the parameter",
+          c_order=True):
     """The types of a step of a parameter of type pname with a gradient of
     type gname (None: not known yet) under the group's hyperparameters h.
     TypeError naming where (and pwhere, the parameter) when the gradient's
-    type is not accepted.  size:
-    the parameter's elements (int8 state: below MIN_SIZE it is float32)."""
+    type is not accepted.  size: the parameter's elements; c_order: whether
+    it is C-contiguous (int8 state: below MIN_SIZE elements, or in another
+    layout, the state is float32)."""
     compute = "float64" if pname == "float64" else "float32"
     state = h.get("state_dtype") or pname
-    if state == INT8 and size is not None and size < _quant.MIN_SIZE:
+    if state == INT8 and ((size is not None and size < _quant.MIN_SIZE) or not c_order):
         state = "float32"
     master = bool(h.get("master_weights")) and pname in FLOATS16
     if gname is not None and gname != pname:
@@ -241,21 +244,45 @@ def _load(a, name, absmax=None, signed=True):
     return a
 
 
-def _store(values, out, name, stochastic, key, absmax=None, signed=True):
-    """Write values (the compute type) into out, stored as name (int8: and absmax)."""
-    if name == INT8:
+def _memory_order(a):
+    """(flips, perm): np.flip(a, flips).transpose(perm) is C-contiguous (a
+    dense): a's elements in the order they lie in memory."""
+    flips = tuple(d for d in range(a.ndim) if a.strides[d] < 0 and a.shape[d] > 1)
+    perm = sorted(range(a.ndim), key=lambda d: (a.shape[d] > 1) * -abs(a.strides[d]))
+    return flips, perm
+
+
+def _to_memory(x, a):
+    """x (of a's shape) as a 1-D array in a's memory order."""
+    flips, perm = _memory_order(a)
+    return np.flip(x, flips).transpose(perm).reshape(-1)
+
+
+def _from_memory(flat, a):
+    """The inverse of _to_memory: an array of a's shape."""
+    flips, perm = _memory_order(a)
+    y = flat.reshape([a.shape[d] for d in perm]).transpose(np.argsort(perm))
+    return np.flip(y, flips)
+
+
+def _store(values, out, name, stochastic, key, absmax=None, signed=True, order=None):
+    """Write values (the compute type) into out, stored as name (int8: and
+    absmax).  Stochastic rounding: element i of order's memory order (the
+    parameter's, the order the kernels run in; default out's) gets bits i."""
+    if name == INT8:  # C-contiguous parameters only (types)
         x = np.asarray(values, dtype=np.float32)
         bits = _rounding.sr_bits(key, x.size) if stochastic else None
         out[...], absmax[...] = _quant.quantize(x, signed, bits)
     elif name in FLOATS16:
-        x = np.asarray(values, dtype=np.float32).reshape(-1)
+        order = out if order is None else order
+        x = _to_memory(np.asarray(values, dtype=np.float32), order)
         if stochastic:
             bits = _rounding.sr_bits(key, x.size)
             fn = _rounding.f32_to_bf16_sr if name == "bfloat16" else _rounding.f32_to_f16_sr
             h = fn(x, bits)
         else:
             h = (_rounding.f32_to_bf16 if name == "bfloat16" else _rounding.f32_to_f16)(x)
-        out.view(np.uint16).reshape(-1)[...] = h
+        out.view(np.uint16)[...] = _from_memory(h, order)
     else:
         out[...] = values
 
@@ -265,7 +292,7 @@ def reference_step(spec, p, g, st, t, h, index, grad_div=0.0, grad_mul=1.0):
     gives: the values converted to the compute type, the algorithm's
     reference update, the results rounded back (what the staging layer does,
     csrc/staging.c.inc).  st holds the stored state (and the master copy)."""
-    ty = types(name_of(p.dtype), name_of(g.dtype), h, size=p.size)
+    ty = types(name_of(p.dtype), name_of(g.dtype), h, size=p.size, c_order=p.flags.c_contiguous)
     cdt = np.dtype(ty.compute)
     q8 = ty.state == INT8
     work = {}
@@ -295,12 +322,12 @@ def reference_step(spec, p, g, st, t, h, index, grad_div=0.0, grad_mul=1.0):
                     st[absmax_key(k)] = np.empty(_quant.n_blocks(p.size), np.float32)
             b = 2 + names.index(k)
             _store(v, st[k], ty.state, ty.stochastic, _rounding.sr_key(seed, t, index, b),
-                   st.get(absmax_key(k)), is_signed(k))
+                   st.get(absmax_key(k)), is_signed(k), order=p)
         elif not isinstance(v, np.ndarray):
             st[k] = v
     if ty.master:
         st[MASTER][...] = pw
         _store(pw, p, ty.param, ty.stochastic,
-               _rounding.sr_key(seed, t, index, _rounding.MIRROR_BUFFER))
+               _rounding.sr_key(seed, t, index, _rounding.MIRROR_BUFFER), order=p)
     else:
         _store(pw, p, ty.param, ty.stochastic, _rounding.sr_key(seed, t, index, 0))

@@ -31,7 +31,8 @@ _MAX_PLANS = 64
 
 
 def _address(a):
-    return a.__array_interface__["data"][0]
+    """The lowest address of a dense array (its data pointer unless a stride is negative)."""
+    return _base._span(a)[0]
 
 
 def _counters(batch, work, new_s):
@@ -75,6 +76,19 @@ class _Fast(_base.Optimizer):
         return given == plan.rows and _kernels.fast_check(plan, self.param_groups, grads,
                                                           self.state)
 
+    def __init__(self, *args, **kwargs):
+        self._rows = _engine.Rows()
+        super().__init__(*args, **kwargs)
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state.pop("_rows", None)
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        self._rows = _engine.Rows()
+
     def _step_fast(self, grads, scale=None):
         plan = self._last
         if plan is None or (type(grads) is not list and type(grads) is not tuple):
@@ -84,9 +98,26 @@ class _Fast(_base.Optimizer):
             return False
         done = _kernels.fast_step(plan, self.param_groups, grads, state,
                                   resolve_threads(self.n_threads), scale)
+        if not done:  # gradients that np.asarray views (jax, memoryview): as arrays
+            try:
+                arrays = _base.as_arrays(grads)
+            except TypeError:
+                return False  # the general path names the entry
+            if arrays is not grads:
+                return self._step_fast(arrays, scale)
         if not done:  # another subset's plan, or one whose counts other plans moved
             plan = self._plans.get(_kernels.none_mask(grads))
-            if plan is None or not plan.resync(self._read_counters):
+            if plan is None:  # a subset not seen before: its parameters' rows
+                plan = self._rows.plan([i for i, g in enumerate(grads) if g is not None],
+                                       self._layout, _counters)
+                if plan is None or not plan.resync(self._read_counters):
+                    return False
+                if not _kernels.fast_check(plan, self.param_groups, grads, state):
+                    self._rows.wanted = True
+                    return False
+                plan.step(resolve_threads(self.n_threads), scale)  # never common: per-row scalars
+                return True
+            if not plan.resync(self._read_counters):
                 return False
             done = _kernels.fast_step(plan, self.param_groups, grads, state,
                                       resolve_threads(self.n_threads), scale)
@@ -116,12 +147,14 @@ class _Fast(_base.Optimizer):
             by_type = {}  # int8 state: parameters below its size keep float32 state
             for i in rows:
                 by_type.setdefault(_precision.types(*map(_precision.name_of, dtypes), h,
-                                                    size=self._params[i].size), []).append(i)
+                                                    size=self._params[i].size,
+                                                    c_order=self._params[i].flags.c_contiguous),
+                                   []).append(i)
             for ty, idx in by_type.items():
                 for i in idx:  # buffers the first gradient fills (SGD's momentum)
                     for name in first:
-                        self.state[i][name] = np.empty(self._params[i].shape,
-                                                       _precision.numpy_dtype(ty.state))
+                        self.state[i][name] = _base.like(self._params[i], None,
+                                                         _precision.numpy_dtype(ty.state))
                         if ty.state == _precision.INT8:
                             self.state[i][_precision.absmax_key(name)] = np.empty(
                                 -(-self._params[i].size // _kernels.BLOCK), np.float32)
@@ -137,6 +170,38 @@ class _Fast(_base.Optimizer):
         if len(self._plans) >= _MAX_PLANS:
             self._plans.clear()
         self._plans[_kernels.none_mask(grads)] = self._last = plan
+        if self._rows.wanted:
+            self._refresh_rows(snaps)
+
+    def _refresh_rows(self, snaps):
+        """The one-parameter rows (_engine.Rows) of every parameter whose state
+        is complete and valid, made where missing or stale."""
+        rows, new = self._rows.rows, {}
+
+        def fresh(i, b):
+            st = self.state.get(i)
+            return (i < len(self._params) and b.objs[0] is self._params[i]
+                    and b.states[0] is st and all(
+                        k is None or st.get(k) is b.objs[j] for j, k in enumerate(b.keys)))
+
+        i = 0
+        for gi, group in enumerate(self.param_groups):
+            h = snaps[gi].hyper
+            names = self.spec.buffers(h)
+            for _ in group["params"]:
+                st, r = self.state.get(i), rows.get(i)
+                if (isinstance(st, dict) and not (r is not None and fresh(i, r[0]))
+                        and all(k in st for k in names + ("step",) + tuple(self.spec.scalar_state))):
+                    try:
+                        self._check_state(i, h)
+                        new[i] = (self._batch([i], names, self._types(self._params[i], h), h),
+                                  _engine.Work(snaps[gi], None))
+                    except (TypeError, ValueError):
+                        pass  # its own step will say what is wrong
+                i += 1
+
+        self._rows.refresh(self._layout, new, fresh,
+                           lambda: self._owned_spans(self._params, self.state))
 
     def _batch(self, idx, names, ty, h):
         """The compiled Batch of parameters idx with state buffers names and

@@ -22,17 +22,19 @@ step in compiled code, every parameter's, state tensor's and gradient's
 address, size, dtype and layout, and that ``state`` and ``param_groups``
 still hold the same objects; anything else is validated in full here.
 
-Supported: CPU, strided, contiguous float32/float64/bfloat16/float16
-parameters and gradients (16-bit: float32 arithmetic, state in the
-parameter's dtype as torch.optim, or see the precision keywords
-state_dtype, master_weights, stochastic_rounding, seed: README "Mixed
-precision").  Sparse COO gradients (``nn.Embedding(sparse=True)``): ``SGD``
-(momentum 0) and ``Adagrad`` take them, and ``SparseAdam``
-(torch.optim.SparseAdam's subclass) updates only their rows
-(``adaptopt._sparse_torch``).  Anything else (CUDA and other devices, other
-sparse gradients, complex dtypes, non-contiguous tensors, a gradient of
-another dtype or shape
-or sharing memory with what the step writes) raises ``TypeError`` or
+Supported: CPU float32/float64/bfloat16/float16 parameters dense in any
+layout (contiguous, channels_last, transposed: state is made with the
+parameter's strides) and strided gradients of any strides (expanded,
+sliced: gathered by the kernel when not in the parameter's order).  16-bit
+parameters: float32 arithmetic, state in the parameter's dtype as
+torch.optim, or see the precision keywords state_dtype, master_weights,
+stochastic_rounding, seed: README "Mixed precision".  Sparse COO gradients
+(``nn.Embedding(sparse=True)``): ``SGD`` (momentum 0) and ``Adagrad`` take
+them, and ``SparseAdam`` (torch.optim.SparseAdam's subclass) updates only
+their rows (``adaptopt._sparse_torch``).  Anything else (CUDA and other
+devices, other sparse gradients, complex dtypes, overlapping parameters, a
+gradient of another dtype or shape or sharing memory with what the step
+writes) raises ``TypeError`` or
 ``ValueError`` naming the parameter and what to use instead, before anything
 is modified.  ``foreach`` and ``fused`` are accepted with any value (the
 fused kernel runs either way); ``capturable=True`` (CUDA graphs) and
@@ -184,8 +186,20 @@ def _where(group, gi, k, p):
     return f"{label} (shape {tuple(p.shape)}, dtype {p.dtype}, device {p.device})"
 
 
-def _param_problem(cls, p, where):
-    """The error for a parameter the kernels cannot update, or None."""
+def _dense(t):
+    """t fills its memory once per element, in any order of dimensions
+    (torch's is_non_overlapping_and_dense: channels_last, transposed, ...)."""
+    return _kernels.is_dense(tuple(t.shape), t.stride(), 1)
+
+
+def _same_layout(a, p):
+    """a has p's strides wherever the size is > 1 (the same element order)."""
+    return all(n < 2 or x == y for n, x, y in zip(p.shape, a.stride(), p.stride()))
+
+
+def _param_problem(cls, p, where, dense=True):
+    """The error for a parameter the kernels cannot update, or None.  dense:
+    any dense layout (else contiguous only)."""
     name = cls.spec.torch or cls.spec.name
     if not isinstance(p, torch.Tensor):
         return TypeError(f"{where}: optimizer can only optimize Tensors, got {type(p).__name__}")
@@ -207,16 +221,18 @@ def _param_problem(cls, p, where):
         else:
             why = "only float32, float64, bfloat16 and float16 parameters are supported"
         return TypeError(f"{where}: {why}; use torch.optim.{name} for {p.dtype} parameters")
-    if not p.is_contiguous():
-        return ValueError(f"{where} is not contiguous (strides {p.stride()}): the kernels "
+    if not (_dense(p) if dense else p.is_contiguous()):
+        what = "dense (non-overlapping, in any order of dimensions)" if dense else "contiguous"
+        return ValueError(f"{where} is not {what} (strides {p.stride()}): the kernels "
                           "update the parameter's memory in place and no copy is made; make it "
                           "contiguous before creating the optimizer (p.data = p.data.contiguous()) "
                           f"or use torch.optim.{name}")
     return None
 
 
-def _grad_problem(cls, p, g, where):
-    """The error for a gradient the kernels cannot read, or None."""
+def _grad_problem(cls, p, g, where, strided=True):
+    """The error for a gradient the kernels cannot read, or None.  strided:
+    any strides (else contiguous only)."""
     name = cls.spec.torch or cls.spec.name
     kind = _same_kind(p, g)
     if kind is not None:
@@ -237,7 +253,7 @@ def _grad_problem(cls, p, g, where):
     if g.shape != p.shape:
         return ValueError(f"the gradient of {where} has shape {tuple(g.shape)}, the parameter "
                           f"{tuple(p.shape)}")
-    if not g.is_contiguous():
+    if not strided and not g.is_contiguous():
         return ValueError(f"the gradient of {where} is not contiguous (strides {g.stride()}): "
                           "no copy is made; make it contiguous (p.grad = p.grad.contiguous()) "
                           f"or use torch.optim.{name}")
@@ -275,9 +291,13 @@ def _same_kind(p, v):
 
 
 def _span(t):
+    """The bytes t's elements lie in (torch's strides are >= 0)."""
     t = _local(t)
     start = t.data_ptr()
-    return start, start + t.numel() * t.element_size()
+    if t.numel() == 0:
+        return start, start
+    last = sum(s * (n - 1) for s, n in zip(t.stride(), t.shape))
+    return start, start + (last + 1) * t.element_size()
 
 
 def _amp_args(opt):
@@ -330,6 +350,7 @@ class _Fused:
         self._plans, self._packs, self._snaps, self._mirrors = {}, {}, {}, {}
         self._layout = self._stamp = self._last = None
         self._flat = []
+        self._rows = _engine.Rows()
         self.state = _State(self.state)
 
     # --- torch's Optimizer API --------------------------------------------
@@ -466,10 +487,10 @@ class _Fused:
             if v.layout is not torch.strided or v.device.type != "cpu":
                 raise ValueError(f"{where}: {key!r} must be a dense CPU tensor, got "
                                  f"layout {v.layout} on {v.device}")
-            if v.dtype is not want:  # torch's load casts state to the parameter's dtype
-                fixes.append((st, key, v.to(want).contiguous()))
-            elif not v.is_contiguous():
-                fixes.append((st, key, v.contiguous()))
+            if v.dtype is not want or not _same_layout(_local(v), _local(p)):
+                # torch's load casts state to the parameter's dtype; a tensor saved
+                # in another layout is copied into the parameter's
+                fixes.append((st, key, torch.empty_like(p, dtype=want).copy_(v)))
         for key in self._counter_keys():
             if key not in st:
                 continue
@@ -485,6 +506,21 @@ class _Fused:
                 fixes.append((st, key, torch.tensor(float(value),
                                                     dtype=_scalar_dtype(group.get("fused")))))
         return fixes
+
+    def _check_unscalable(self):
+        """grad_scale: the unscaled gradient is written back into ``.grad``
+        (torch's fused AMP), which an expanded gradient (elements sharing
+        memory) cannot hold; ValueError naming it, before anything changes."""
+        for gi, group in enumerate(self.param_groups):
+            for k, p in enumerate(group["params"]):
+                g = p.grad
+                if isinstance(g, torch.Tensor) and g.layout is torch.strided and any(
+                        s == 0 and n > 1 for s, n in zip(_local(g).stride(), _local(g).shape)):
+                    raise ValueError(f"the gradient of {_where(group, gi, k, p)} is expanded "
+                                     f"(strides {tuple(g.stride())}: elements share memory); "
+                                     "with grad_scale the step writes the unscaled gradient "
+                                     "back into .grad: give it its own memory "
+                                     "(p.grad = p.grad.contiguous())")
 
     def _counter_keys(self):
         """The per-parameter counters torch keeps as 0-d tensors."""
@@ -525,6 +561,8 @@ class _Fused:
         with self._lock:
             threads = resolve_threads(self.n_threads)
             scale, skip = _amp_args(self)
+            if scale is not None:
+                self._check_unscalable()
             if self._mirrors:
                 self._sync_dtensors(True)
             try:
@@ -570,8 +608,18 @@ class _Fused:
         groups, strided = self.param_groups, torch.strided
         done = _kernels.fast_step_torch(plan, groups, self._flat, strided, threads, scale)
         if not done:  # another subset's plan, or one whose counts other plans moved
-            plan = self._plans.get(_kernels.grad_mask(self._flat))
-            if plan is None or not plan.resync(self._read_counters):
+            mask, keys = _kernels.grad_keys(self._flat)
+            plan = self._plans.get(mask)
+            if plan is None:  # a subset not seen before: its parameters' rows
+                plan = self._rows.plan(keys, self._layout, _counters)
+                if plan is None or not plan.resync(self._read_counters):
+                    return False
+                if not _kernels.fast_check_torch(plan, groups, strided):
+                    self._rows.wanted = True
+                    return False
+                plan.step(threads, scale)  # never common: each row's scalars are its own
+                return True
+            if not plan.resync(self._read_counters):
                 return False
             done = _kernels.fast_step_torch(plan, groups, self._flat, strided, threads, scale)
             if not done:
@@ -585,12 +633,10 @@ class _Fused:
         """(step to take, scalar state) shared by the batch's rows, or None."""
         now = {}
         for pk in ([("step",) + tuple(batch.step_pack)] if batch.step_pack else []) + batch.packs:
-            vals = pk[1] if pk[2] is None else pk[1][pk[2]]
-            if vals.size and not ((vals == vals[0]).all() and np.isfinite(vals[0])):
+            v = _kernels.pack_value(pk[1], pk[2])
+            if v is None or (pk[0] == "step" and not (v >= 0 and v % 1 == 0)):
                 return None
-            if pk[0] == "step" and vals.size and not (vals[0] >= 0 and vals[0] % 1 == 0):
-                return None
-            now[pk[0]] = float(vals[0]) if vals.size else 0.0
+            now[pk[0]] = v
         t = int(now.pop("step", 0)) + 1
         return t, now or None
 
@@ -677,7 +723,45 @@ class _Fused:
         if len(self._plans) >= _MAX_PLANS:
             self._plans.clear()
         self._plans[_kernels.grad_mask(self._flat)] = self._last = plan
+        if self._rows.wanted:
+            self._refresh_rows(snaps, packs)
         return plan
+
+    def _refresh_rows(self, snaps, packs):
+        """The one-parameter rows (_engine.Rows) of every parameter whose state
+        is complete and valid, made where missing or stale."""
+        state, rows, new = self.state, self._rows.rows, {}
+
+        def fresh(key, b):
+            st = state.get(b.objs[0])
+            return (b.states[0] is st
+                    and all(k is None or st.get(k) is b.objs[j] for j, k in enumerate(b.keys))
+                    and (b.step_pack is None or st.get("step") is b.step_pack[2][0])
+                    and all(st.get(pk[0]) is pk[3][0] for pk in b.packs))
+
+        for gi, group in enumerate(self.param_groups):
+            h = snaps[gi].hyper
+            names = self.spec.buffers(h)
+            for k, p in enumerate(group["params"]):
+                st = state.get(p)
+                r = rows.get(id(p))
+                if (not st or (r is not None and fresh(id(p), r[0]))
+                        or any(key not in st for key in names + self._counter_keys())):
+                    continue
+                try:
+                    self._check_state(gi, k, p, h)
+                except (TypeError, ValueError):
+                    continue  # its own step will say what is wrong
+                new[id(p)] = (self._batch([p], names, p.dtype, packs[gi]),
+                              _engine.Work(snaps[gi], None))
+
+        def spans():
+            return _engine.sorted_spans(
+                [_span(p) + ("", p) for p in self._flat]
+                + [_span(v) + ("", v) for p in self._flat for v in state.get(p, {}).values()
+                   if isinstance(v, torch.Tensor) and v.dim() > 0])
+
+        self._rows.refresh(self._layout, new, fresh, spans)
 
     def _check_state(self, gi, k, p, h):
         """Parameter p's existing state as the step would use it: its spans,
@@ -717,14 +801,15 @@ class _Fused:
             if kind is not None:
                 raise ValueError(f"state[{key!r}] of {_where(group, gi, k, p)} is {kind}")
             if not (isinstance(v, torch.Tensor) and v.layout is torch.strided and v.is_cpu
-                    and v.dtype is want and v.shape == p.shape and _local(v).is_contiguous()
-                    and not _local(v).is_neg()):
+                    and v.dtype is want and v.shape == p.shape
+                    and _same_layout(_local(v), _local(p)) and not _local(v).is_neg()):
                 got = (f"shape {tuple(v.shape)}, dtype {v.dtype}, device {v.device}, "
-                       f"contiguous {v.is_contiguous()}" if isinstance(v, torch.Tensor)
+                       f"strides {v.stride()}" if isinstance(v, torch.Tensor)
                        else type(v).__name__)
                 raise ValueError(f"state[{key!r}] of {_where(group, gi, k, p)} must be a "
-                                 f"contiguous CPU tensor of the parameter's shape and dtype "
-                                 f"{want}, got {got}")
+                                 "CPU tensor of the parameter's shape and strides "
+                                 f"{p.stride()} (torch's preserve_format) and dtype {want}, "
+                                 f"got {got}")
             spans.append(_span(v) + (f"state[{key!r}] of {_where(group, gi, k, p)}", v))
         return spans
 
@@ -926,7 +1011,7 @@ def _make(spec):
         doc = (f"torch.optim.{spec.torch} with adaptopt's fused CPU kernel.\n\n"
                "Same arguments, defaults, checks, state and state_dict as torch.optim (it is a\n"
                f"subclass of torch.optim.{spec.torch}); one kernel call per (group, dtype, step)\n"
-               "batch updates CPU float32/float64 contiguous tensors in place.  Extra keyword:\n"
+               "batch updates CPU float32/float64 dense tensors in place.  Extra keyword:\n"
                "n_threads (None: adaptopt's default, see adaptopt.set_num_threads).\n\n"
                "torch.optim's documentation follows.\n\n" + (base.__doc__ or ""))
     else:
@@ -978,8 +1063,8 @@ class _FusedEntry:
                     raise TypeError(f"{label} is a DTensor (e.g. FSDP2's shard): {spec.name}'s "
                                     "factored statistics need the whole matrix on one rank; "
                                     "use an elementwise optimizer (adaptopt.torch.AdamW, ...)")
-                err = _param_problem(type(self), p, label) or _grad_problem(
-                    type(self), p, p.grad, label)
+                err = _param_problem(type(self), p, label, dense=False) or _grad_problem(
+                    type(self), p, p.grad, label, strided=False)
                 if err is not None:
                     raise err
                 st = self.state.get(p, {})

@@ -1,5 +1,6 @@
 """SGD with momentum: torch.optim.SGD (torch 2.13, ``_single_tensor_sgd``)."""
 
+from .. import _base
 from .. import _checks as c
 from .._spec import Hyper, Spec
 
@@ -13,7 +14,7 @@ def update(p, g, state, t, h):
     if momentum != 0:
         buf = state.get("momentum_buffer")
         if buf is None:                          # the first step: buf = g
-            buf = state["momentum_buffer"] = g.copy()
+            buf = state["momentum_buffer"] = _base.like(p, g)  # in p's layout
         else:
             buf *= momentum
             buf += (1 - h["dampening"]) * g
