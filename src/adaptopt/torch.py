@@ -733,7 +733,7 @@ class _Fused:
         state, rows, new = self.state, self._rows.rows, {}
 
         def fresh(key, b):
-            st = state.get(b.objs[0])
+            st = state.get(_kernels.row_param(b, 0))
             return (b.states[0] is st
                     and all(k is None or st.get(k) is b.objs[j] for j, k in enumerate(b.keys))
                     and (b.step_pack is None or st.get("step") is b.step_pack[2][0])
@@ -752,7 +752,7 @@ class _Fused:
                     self._check_state(gi, k, p, h)
                 except (TypeError, ValueError):
                     continue  # its own step will say what is wrong
-                new[id(p)] = (self._batch([p], names, p.dtype, packs[gi]),
+                new[id(p)] = (self._batch([p], names, p.dtype, packs[gi], h),
                               _engine.Work(snaps[gi], None))
 
         def spans():
