@@ -15,6 +15,7 @@
  * write the same cache line of a parameter.  The update is elementwise,
  * so the result does not depend on the number of threads. */
 #include "internal.h"
+#include "gather.h"
 
 #include <string.h>
 
@@ -265,44 +266,6 @@ typedef struct {
 /* Gradient elements per gather block: 4 or 8 KiB, L1-resident beside the
  * block's parameter and state lines. */
 #define GATHER_BLOCK 1024
-
-void adaptopt_gather(void *dst, const void *base, const int64_t *d, size_t esize, size_t off,
-                     size_t m, int scatter)
-{
-    int64_t idx[ADAPTOPT_MAX_NDIM];
-    const int nd = (int)d[0];
-    const int64_t *shape = d + 1, *str = d + 1 + nd;
-    const int64_t inner = shape[nd - 1], istr = str[nd - 1];
-    char *gp = (char *)base, *out = (char *)dst;
-    size_t x = off, j = 0;
-    for (int k = nd - 1; k >= 0; k--) {  /* the multi-index of element off */
-        idx[k] = (int64_t)(x % (size_t)shape[k]);
-        x /= (size_t)shape[k];
-        gp += idx[k] * str[k];
-    }
-    while (j < m) {
-        size_t run = (size_t)(inner - idx[nd - 1]);
-        if (run > m - j)
-            run = m - j;
-#define ADAPTOPT_RUN_(T)                                                          \
-        for (size_t q = 0; q < run; q++) {                                        \
-            if (scatter) memcpy(gp + (int64_t)q * istr, out + (j + q) * sizeof(T), sizeof(T)); \
-            else memcpy(out + (j + q) * sizeof(T), gp + (int64_t)q * istr, sizeof(T)); \
-        }
-        if (esize == 2) { ADAPTOPT_RUN_(uint16_t) }
-        else if (esize == 4) { ADAPTOPT_RUN_(uint32_t) }
-        else { ADAPTOPT_RUN_(uint64_t) }
-#undef ADAPTOPT_RUN_
-        j += run;
-        idx[nd - 1] += (int64_t)run;
-        gp += (int64_t)run * istr;
-        for (int k = nd - 1; k > 0 && idx[k] == shape[k]; k--) {  /* carry */
-            gp += str[k - 1] - shape[k] * str[k];
-            idx[k] = 0;
-            idx[k - 1]++;
-        }
-    }
-}
 
 /* f over elements [off, off+n) of one array whose gradient is strided
  * (adaptopt_step_strided): per block, the gradient's elements, in the

@@ -48,11 +48,7 @@ typedef void (*adaptopt_staged_fn)(adaptopt_seg_fn f, void *const *b, void *cons
                                    size_t nbuf, size_t off, size_t n, const void *sc,
                                    int flags, const adaptopt_staging *st, uint64_t array_id,
                                    const int64_t *gdesc);
-/* Elements [off, off+m) of a strided array (d = {ndim, shape, byte strides},
- * adaptopt_step_strided) at base copied to or from (scatter) the dense
- * array dst of m elements of esize bytes (2, 4 or 8); dispatch.c. */
-void adaptopt_gather(void *dst, const void *base, const int64_t *d, size_t esize, size_t off,
-                     size_t m, int scatter);
+
 /* adaptopt_rows_step()'s loops for one ISA and dtype (rows.c.inc; rows.c
  * runs them). */
 typedef struct {
