@@ -34,7 +34,7 @@ python -m pip install --quiet --upgrade pip
 # isolation so the sanitizer flags reach CMake; no torch (keeps it lean: the
 # torch tests skip, naming the package)
 python -m pip install --quiet "scikit-build-core>=0.12" "cython>=3.1" "cython-cmake>=0.2" \
-  "numpy>=2.0" "pytest>=7" "hypothesis>=6"
+  "numpy>=2.0" "pytest>=7" "pytest-xdist>=3" "hypothesis>=6"
 CC="$CC" python -m pip install --quiet --no-build-isolation --force-reinstall --no-deps \
   -Ccmake.define.ADAPTOPT_SANITIZE=ON -Ccmake.build-type=RelWithDebInfo \
   -Cbuild-dir=build/asan .
@@ -83,7 +83,7 @@ TESTS="test_parity.py test_validation.py test_state_dict.py test_checkpoint_safe
 # parity at 2 threads only (the serial path below the threshold, the OpenMP
 # split above it); the whole run bounded in time, a timeout is a failure
 set +e
-timeout "${ASAN_TEST_TIMEOUT:-1200}" python -m pytest -q -p no:cacheprovider \
+timeout "${ASAN_TEST_TIMEOUT:-1200}" python -m pytest -q -p no:cacheprovider -n auto \
   -k "not test_bitwise_equal_to_reference or -2]" $TESTS </dev/null
 status=$?
 set -e

@@ -23,5 +23,5 @@ assert Version(numpy.__version__) == Version(sys.argv[1]), numpy.__version__
 PY
 # what NumPy's arithmetic decides: the reference against the kernels (every
 # algorithm), validation, state_dict; the rest does not depend on NumPy's version
-python -m pytest -q -p no:cacheprovider tests/test_parity.py tests/test_algos_nadam_radam_adamax_lion.py \
+python -m pytest -q -p no:cacheprovider -n auto tests/test_parity.py tests/test_algos_nadam_radam_adamax_lion.py \
   tests/test_algos_adadelta_rprop_asgd_adafactor.py tests/test_validation.py tests/test_state_dict.py

@@ -14,4 +14,4 @@ assert cfg["num_threads"] == 1 and adaptopt.get_num_threads() == 1
 assert "openmp" not in cfg["flags"].lower(), cfg["flags"]
 PY
 python -m adaptopt info | grep -E '^ +OpenMP +no'
-python -m pytest -q -p no:cacheprovider tests/test_parity.py tests/test_threads.py tests/test_config.py
+python -m pytest -q -p no:cacheprovider -n auto tests/test_parity.py tests/test_threads.py tests/test_config.py

@@ -11,7 +11,7 @@ python -c "import torch, lion_pytorch; print('torch', torch.__version__, '+ lion
 files=$(grep -l -E 'importorskip\(.torch.\)|^import torch|adaptopt\.torch' tests/test_*.py)
 echo "test files that use torch:" $files
 log=$(mktemp)
-python -m pytest -q -rs -p no:cacheprovider $files | tee "$log"
+python -m pytest -q -rs -p no:cacheprovider -n auto $files | tee "$log"  # -n: pytest-xdist, one worker per core
 if grep -E "^SKIPPED.*(could not import 'torch'|lion-pytorch is not installed)" "$log"; then
   echo "tests skipped for want of torch or lion-pytorch although they are installed" >&2
   exit 1

@@ -106,9 +106,9 @@ def test_found_inf_skips_and_changes_nothing(name):
 def test_skipped_step_still_checks_its_inputs():
     p = torch.nn.Parameter(torch.randn(4))
     opt = aot.Adam([p])
-    p.grad = torch.randn(8)[::2]
+    p.grad = torch.randn(4)._neg_view()  # a lazily negated view: refused
     opt.found_inf = torch.tensor(1.0)
-    with pytest.raises(ValueError, match="not contiguous"):
+    with pytest.raises(ValueError, match="negat"):
         opt.step()
 
 

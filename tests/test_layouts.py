@@ -169,18 +169,22 @@ def test_jax_gradient(rng):
     assert_bitwise(got, want)
 
 
+@pytest.mark.parametrize("prec", [0, 1, 2])
 @pytest.mark.parametrize("n_threads", [1, 2])
-def test_subsets_bitwise_and_cached(n_threads, rng):
+def test_subsets_bitwise_and_cached(n_threads, prec, rng):
+    from adaptopt import _precision
+    pname, gname, kw = PRECISIONS[prec]
+    pdt, gdt = _precision.numpy_dtype(pname), _precision.numpy_dtype(gname)
     n = 16
-    ps = [make_grad(rng, (40,), np.float32) for _ in range(n)]
+    ps = [make_grad(rng, (40,), np.float32).astype(pdt) for _ in range(n)]
     qs = [p.copy() for p in ps]
-    fast = adaptopt.Adam(ps, n_threads=n_threads)
-    slow = ref.Adam(qs)
+    fast = adaptopt.Adam(ps, n_threads=n_threads, **kw)
+    slow = ref.Adam(qs, **kw)
     general = 0
     for t in range(120):
         gs = [None] * n
         for i in rng.choice(n, 3, replace=False) if t >= 6 else range(3 * t, 3 * t + 3):
-            gs[i % n] = make_grad(rng, (40,), np.float32)
+            gs[i % n] = make_grad(rng, (40,), np.float32).astype(gdt)
         plans = len(fast._plans)
         fast.step(gs)
         slow.step(gs)
@@ -265,12 +269,33 @@ def test_torch_bf16_channels_last_equals_fused(grad):
         g = torch.randn(p0.shape).to(torch.bfloat16)
         g = {"same": torch.empty_like(pa).copy_(g), "contiguous": g,
              "expanded": g[..., :1].expand(p0.shape)}[grad]
-        pa.grad, pb.grad = g, g.clone(memory_format=torch.preserve_format)
+        pa.grad, pb.grad = g, torch.empty_like(pb).copy_(g)  # torch's in p's layout
         oa.step()
         ob.step()
         assert torch.equal(pa.detach().view(torch.int16), pb.detach().view(torch.int16))
     assert oa.state[pa]["exp_avg"].stride() == p0.stride()
     assert oa.state[pa]["exp_avg"].dtype == torch.bfloat16
+
+
+def test_torch_bf16_subsets_equal_fused():
+    """Random subsets of bfloat16 parameters (rows of the staging layer) step
+    as torch's fused AdamW does, bit for bit."""
+    torch = pytest.importorskip("torch")
+    import adaptopt.torch as aot
+    gen = torch.Generator().manual_seed(2)
+    p0 = [torch.randn(300, generator=gen).to(torch.bfloat16) for _ in range(12)]
+    pa = [p.clone().requires_grad_() for p in p0]
+    pb = [p.clone().requires_grad_() for p in p0]
+    oa, ob = aot.AdamW(pa, lr=0.01), torch.optim.AdamW(pb, lr=0.01, fused=True)
+    for t in range(40):
+        pick = torch.randperm(12, generator=gen)[:3].tolist() if t >= 4 else range(3 * t, 3 * t + 3)
+        for i in range(12):
+            g = torch.randn(300, generator=gen).to(torch.bfloat16) if i in pick else None
+            pa[i].grad, pb[i].grad = g, None if g is None else g.clone()
+        oa.step()
+        ob.step()
+    for a, b in zip(pa, pb):
+        assert torch.equal(a.detach().view(torch.int16), b.detach().view(torch.int16))
 
 
 def test_torch_amp_scale_with_expanded_grad_refused():

@@ -48,6 +48,38 @@ def test_dropin_equals_reference(name, dt, prec):
     assert (_precision.MASTER in opt.state[p]) == bool(kw.get("master_weights"))
 
 
+def test_sgd_stochastic_rounding_counts_steps_across_plans_and_checkpoints():
+    """SGD has no step counter in torch; with stochastic rounding, whose bits
+    are keyed by the step, each parameter counts its steps in state["step"]:
+    subsets (other plans) and a checkpoint round trip keep the reference's
+    bits (no two steps of a parameter share their rounding bits)."""
+    kw = {"momentum": 0.9, "stochastic_rounding": True, "seed": 4}
+    gen = torch.Generator().manual_seed(5)
+    p0 = [torch.randn(700, generator=gen).to(torch.bfloat16) for _ in range(3)]
+    ps = [p.clone().requires_grad_() for p in p0]
+    qs = [p.float().numpy().astype(NP[torch.bfloat16]) for p in p0]
+    opt, ref = AT.SGD(ps, lr=1e-2, **kw), reference.SGD(qs, lr=1e-2, **kw)
+    for t in range(12):
+        if t == 6:  # a checkpoint round trip into a new optimizer
+            sd = copy.deepcopy(opt.state_dict())
+            opt = AT.SGD(ps, lr=1e-2, **kw)
+            opt.load_state_dict(sd)
+        grads = [torch.randn(700, generator=gen).to(torch.bfloat16) if (t + i) % 3 else None
+                 for i in range(3)]
+        for p, g in zip(ps, grads):
+            p.grad = g
+        opt.step()
+        ref.step([None if g is None else g.float().numpy().astype(NP[torch.bfloat16])
+                  for g in grads])
+    for p, q in zip(ps, qs):
+        assert np.array_equal(_bits(p), q.view(np.int16))
+    assert [int(opt.state[p]["step"]) for p in ps] == [ref.state[i]["step"] for i in range(3)]
+    plain = AT.SGD([torch.zeros(3, requires_grad=True)], lr=0.1, momentum=0.9)
+    plain.param_groups[0]["params"][0].grad = torch.ones(3)
+    plain.step()
+    assert list(plain.state_dict()["state"][0]) == ["momentum_buffer"]  # torch's layout
+
+
 def _ulps(a, b, before, dt, quantile=1.0):
     """|a - b| in units of the 16-bit dtype's spacing at the larger operand
     (the maximum, or a quantile, over the elements)."""

@@ -319,7 +319,7 @@ cdef class Batch:
     # the gradient in the parameter's memory order (nd 0: always direct),
     # in pm the parameter dimension of each (~dim: reversed); gp[r] the
     # descriptor's address when this step's gradient is strided, else 0;
-    # low[r]: the parameter's lowest address minus its data pointer
+    # low[r]: the parameter's lowest element minus its first (elements, <= 0)
     cdef cnp.ndarray _gd, _pm, _gp, _low, _doff
     cdef int64_t *gd
     cdef int64_t *pm
@@ -402,7 +402,7 @@ cdef class Batch:
                 self.pstrides.append(tuple(p.stride()))
             order, lo = memory_order(shape, strides)
             orders.append(order)
-            low.append(lo)
+            low.append(lo // (p.itemsize if self.kind == _NUMPY else p.element_size()))
         sizes = [1 + 2 * len(o) for o in orders]
         self._doff = np.zeros(self.n + 1, dtype=np.intp)
         np.cumsum(np.asarray(sizes, dtype=np.intp), out=self._doff[1:])
@@ -512,7 +512,8 @@ cdef class Batch:
         for r in range(self.n):
             j = r * self.nbuf
             pa = <cnp.ndarray>PyList_GET_ITEM(self.objs, j)
-            if (<uint64_t>(<int64_t>cnp.PyArray_DATA(pa) + self.low[r]) != self.ptr[j]
+            if (<uint64_t>(<int64_t>cnp.PyArray_DATA(pa) + self.low[r] * cnp.PyArray_ITEMSIZE(pa))
+                    != self.ptr[j]
                     or <uint64_t>cnp.PyArray_NBYTES(pa) != self.nb[j]
                     or not cnp.PyArray_ISWRITEABLE(pa)):
                 return r
@@ -527,7 +528,8 @@ cdef class Batch:
                 if b == NULL or b != PyList_GET_ITEM(self.objs, j + k):
                     return r
                 a = <cnp.ndarray>b  # p's strides (checked when the plan was made)
-                if (<uint64_t>(<int64_t>cnp.PyArray_DATA(a) + self.low[r]) != self.ptr[j + k]
+                if (<uint64_t>(<int64_t>cnp.PyArray_DATA(a) + self.low[r] * cnp.PyArray_ITEMSIZE(a))
+                        != self.ptr[j + k]
                         or <uint64_t>cnp.PyArray_NBYTES(a) != self.nb[j + k]
                         or not cnp.PyArray_ISWRITEABLE(a)):
                     return r
@@ -561,7 +563,7 @@ cdef class Batch:
                     cnp.PyArray_ITEMSIZE(ga) == cnp.PyArray_ITEMSIZE(pa) and memcmp(
                         cnp.PyArray_STRIDES(ga), cnp.PyArray_STRIDES(pa),
                         nd * sizeof(cnp.npy_intp)) == 0):  # p's element order: as it is
-                lo = <uint64_t>(<int64_t>lo + self.low[r])
+                lo = <uint64_t>(<int64_t>lo + self.low[r] * cnp.PyArray_ITEMSIZE(ga))
                 hi = lo + <uint64_t>cnp.PyArray_NBYTES(ga)
                 self.gp[r] = 0
                 base = lo
@@ -1009,6 +1011,14 @@ def is_dense(shape, strides, itemsize):
             return False
         expect *= shape[d]
     return True
+
+
+def row_param(Batch b, Py_ssize_t r):
+    """Row r's parameter (with master weights: the 16-bit one, not the master
+    copy its kernel buffer 0 is)."""
+    if b.akeys is not None and b.akeys[0] == "":
+        return b.aobjs[r * b.nbuf]
+    return b.objs[r * b.nbuf]
 
 
 def set_thread_guard(bint on):

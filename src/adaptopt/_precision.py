@@ -7,8 +7,8 @@ float64 for float64 parameters and float32 otherwise.  Per param group:
   torch.optim keeps it), ``"float32"``, ``"bfloat16"``, ``"float16"`` or
   ``"int8"``: 8-bit block-quantised state (``adaptopt._quant``: uint8 codes in
   ``state[name]``, one float32 absmax per 256 elements in
-  ``state[name + "_absmax"]``), for parameters of at least 4,096 elements
-  (smaller ones keep float32 state).
+  ``state[name + "_absmax"]``), for C-contiguous parameters of at least
+  4,096 elements (smaller ones and other layouts keep float32 state).
 - ``master_weights``: a 16-bit parameter gets a float32 copy in its state
   (``state["master_weight"]``): the step updates the copy and writes the
   rounded 16-bit parameter in the same pass.
@@ -88,7 +88,8 @@ def _hyper():
 MEANING = {
     "state_dtype": "Type of the state buffers: None (the parameter's dtype, as torch.optim), "
                    "``'float32'``, ``'bfloat16'``, ``'float16'`` or ``'int8'`` (8-bit "
-                   "block-wise quantised, for parameters of >= 4,096 elements).",
+                   "block-wise quantised, for C-contiguous parameters of >= 4,096 "
+                   "elements; others keep float32 state).",
     "master_weights": "Keep a float32 master copy of each 16-bit parameter in the state "
                       "(``state['master_weight']``); the step updates it and writes the "
                       "rounded parameter in the same pass.",

@@ -180,7 +180,7 @@ class _Fast(_base.Optimizer):
 
         def fresh(i, b):
             st = self.state.get(i)
-            return (i < len(self._params) and b.objs[0] is self._params[i]
+            return (i < len(self._params) and _kernels.row_param(b, 0) is self._params[i]
                     and b.states[0] is st and all(
                         k is None or st.get(k) is b.objs[j] for j, k in enumerate(b.keys)))
 

@@ -447,13 +447,13 @@ class _Fused:
         super().load_state_dict(state_dict)
         saved = state_dict.get("state", {}) if isinstance(state_dict, dict) else {}
         ids = [i for g in state_dict["param_groups"] for i in g["params"]]
-        params = [p for g in self.param_groups for p in g["params"]]
+        params = [(g, p) for g in self.param_groups for p in g["params"]]
         with self._lock:
-            for i, p in zip(ids, params):
+            for i, (group, p) in zip(ids, params):
                 old, st = saved.get(i), self.state.get(p)
                 if not isinstance(old, dict) or not st:
                     continue
-                for key in self._counter_keys():  # torch's load keeps the given 0-d tensors:
+                for key in self._counter_keys(group):  # torch's load keeps the given 0-d tensors:
                     v = st.get(key)               # the engine counts them in place
                     if isinstance(v, torch.Tensor) and v is old.get(key):
                         st[key] = v.detach().clone()
@@ -491,7 +491,7 @@ class _Fused:
                 # torch's load casts state to the parameter's dtype; a tensor saved
                 # in another layout is copied into the parameter's
                 fixes.append((st, key, torch.empty_like(p, dtype=want).copy_(v)))
-        for key in self._counter_keys():
+        for key in self._counter_keys(group):
             if key not in st:
                 continue
             v = st[key]
@@ -522,9 +522,16 @@ class _Fused:
                                      "back into .grad: give it its own memory "
                                      "(p.grad = p.grad.contiguous())")
 
-    def _counter_keys(self):
+    def _has_step(self, group):
+        """The group's parameters count their steps in ``state["step"]``: every
+        algorithm but SGD (as torch.optim), and SGD with stochastic rounding,
+        whose bits are keyed by the step (one count per parameter across plans
+        and checkpoints, so no two of its steps share bits)."""
+        return self.spec.name != "SGD" or bool(group.get("stochastic_rounding"))
+
+    def _counter_keys(self, group):
         """The per-parameter counters torch keeps as 0-d tensors."""
-        return (("step",) if self._has_step else ()) + tuple(self.spec.scalar_state)
+        return (("step",) if self._has_step(group) else ()) + tuple(self.spec.scalar_state)
 
     def step(self, closure=None):
         """Perform a single optimization step.
@@ -686,7 +693,7 @@ class _Fused:
         steps = {}
         for gi, k, p in rows:
             st = self.state.get(p, {})
-            t = (int(st["step"].item()) if self._has_step and "step" in st else 0) + 1
+            t = (int(st["step"].item()) if self._has_step(groups[gi]) and "step" in st else 0) + 1
             if (gi, t) not in steps:
                 steps[gi, t] = snaps[gi].resolved(t)  # a schedule runs before anything changes
         if dry:
@@ -697,7 +704,7 @@ class _Fused:
         batches = {}
         for gi, k, p in rows:
             st = self.state[p]
-            t = (int(st["step"].item()) if self._has_step else 0) + 1
+            t = (int(st["step"].item()) if self._has_step(groups[gi]) else 0) + 1
             s = tuple((key, float(st[key].item())) for key in self.spec.scalar_state)
             key = (gi, p.dtype, t, s, p in first)
             batches.setdefault(key, []).append(p)
@@ -733,7 +740,7 @@ class _Fused:
         state, rows, new = self.state, self._rows.rows, {}
 
         def fresh(key, b):
-            st = state.get(b.objs[0])
+            st = state.get(_kernels.row_param(b, 0))
             return (b.states[0] is st
                     and all(k is None or st.get(k) is b.objs[j] for j, k in enumerate(b.keys))
                     and (b.step_pack is None or st.get("step") is b.step_pack[2][0])
@@ -746,13 +753,13 @@ class _Fused:
                 st = state.get(p)
                 r = rows.get(id(p))
                 if (not st or (r is not None and fresh(id(p), r[0]))
-                        or any(key not in st for key in names + self._counter_keys())):
+                        or any(key not in st for key in names + self._counter_keys(group))):
                     continue
                 try:
                     self._check_state(gi, k, p, h)
                 except (TypeError, ValueError):
                     continue  # its own step will say what is wrong
-                new[id(p)] = (self._batch([p], names, p.dtype, packs[gi]),
+                new[id(p)] = (self._batch([p], names, p.dtype, packs[gi], h),
                               _engine.Work(snaps[gi], None))
 
         def spans():
@@ -774,7 +781,7 @@ class _Fused:
             raise TypeError(f"the state of {_where(group, gi, k, p)} must be a dict, got "
                             f"{type(st).__name__}")
         spans = []
-        for key in self._counter_keys():
+        for key in self._counter_keys(group):
             v = st.get(key)
             if v is None:
                 continue
@@ -820,9 +827,9 @@ class _Fused:
         for gi, k, p in rows:
             group = self.param_groups[gi]
             st = self.state[p]
-            t = (int(st["step"].item()) if self._has_step and "step" in st else 0) + 1
+            t = (int(st["step"].item()) if self._has_step(group) and "step" in st else 0) + 1
             h = steps[gi, t]
-            if self._has_step and "step" not in st:
+            if self._has_step(group) and "step" not in st:
                 st["step"] = torch.tensor(0.0, dtype=_scalar_dtype(group.get("fused")))
             for key, init in self.spec.scalar_state.items():
                 if key not in st:
@@ -858,7 +865,7 @@ class _Fused:
         have one (values kept, the views replace the tensors in self.state)."""
         out = {}
         members_all = group["params"]
-        for key in self._counter_keys():
+        for key in self._counter_keys(group):
             pack = self._packs.get((gi, key))
             members = [p for p in members_all if key in self.state.get(p, ())]
             if pack is not None:
@@ -948,7 +955,7 @@ class _Fused:
             else:
                 bp.append((key, arr, positions, [views[i] for i in idx], 0.0, 0.0))
         b.packs = bp
-        b.has_step = self._has_step
+        b.has_step = self.spec.name != "SGD" or bool(h.get("stochastic_rounding"))
         return b
 
 
@@ -1022,7 +1029,7 @@ def _make(spec):
                + spec.doc)
     return type(spec.name, (_Fused, base), {
         "spec": spec, "__init__": __init__, "__doc__": doc, "__module__": __name__,
-        "__qualname__": spec.name, "_has_step": spec.name != "SGD", "step": _Fused.step,
+        "__qualname__": spec.name, "step": _Fused.step,
         "_step_supports_amp_scaling": True})
 
 
