@@ -333,6 +333,25 @@ def test_hostile_int8_input_changes_nothing():
         adaptopt.Adam([p.copy()], state_dtype="int8").load_state_dict(sd)
 
 
+def test_centered_rmsprop_with_int8_state_is_refused_and_changes_nothing():
+    """v - grad_avg**2 of two independently quantised buffers can be < 0: refused."""
+    p = np.ones(5000, F32)
+    with pytest.raises(ValueError, match="centered=True.*state_dtype='int8'"):
+        adaptopt.RMSprop([p], centered=True, state_dtype="int8")
+    opt = adaptopt.RMSprop([p], state_dtype="int8")
+    opt.step([np.full_like(p, 0.5)])
+    before = p.copy()
+    st = {k: np.copy(v) for k, v in opt.state[0].items()}
+    opt.param_groups[0]["centered"] = True   # turned on between steps
+    with pytest.raises(ValueError, match="centered=True.*state_dtype='int8'"):
+        opt.step([np.full_like(p, 0.5)])
+    assert_bitwise(p, before)
+    assert set(opt.state[0]) == set(st)
+    for k, v in st.items():
+        assert_bitwise(np.asarray(opt.state[0][k]), v, k)
+    adaptopt.RMSprop([p.copy()], centered=True, state_dtype="bfloat16")  # 16-bit: allowed
+
+
 def test_c_entry_points_reject_bad_sizes():
     x = np.zeros(300, F32)
     with pytest.raises(ValueError, match="absmax"):

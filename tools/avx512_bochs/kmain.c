@@ -2,11 +2,13 @@
  * against the scalar table on the same inputs, bit for bit (all algorithms,
  * dtypes and flag combinations, sizes around the vector widths, unaligned
  * starts, zeros, signed zeros, subnormals and huge values), and the loops of
- * the row updates (rows.c.inc).  The scalar
+ * the row updates (rows.c.inc), the 8-bit state's codecs (quant.c.inc)
+ * and Adam with 8-bit moments through the staging layer.  The scalar
  * kernels are the ones tests/test_parity.py holds to the NumPy reference.
  * Prints its verdict on the serial port, then powers bochs off. */
 #include "internal.h"
 #include "convert.h"
+#include "quant.h"
 
 void *memcpy(void *d, const void *s, size_t n) { char *a = d; const char *b = s; while (n--) *a++ = *b++; return d; }
 void *memmove(void *d, const void *s, size_t n) {
@@ -180,6 +182,92 @@ void kmain(void) {
                     puts_("MISMATCH staged algo "); putn(algo); puts_(" config "); putn((long)c);
                     puts_(" flags "); putn(flags); puts_(" n "); putn((long)n);
                     puts_(" buffer "); putn(k); puts_("\n");
+                }
+                bad++;
+            }
+        }
+        used = mark;
+    }
+    /* 8-bit state (quant.c.inc): the block codecs on their own (both maps,
+     * nearest and stochastic; random blocks, a block with an inf, a zero block,
+     * a block holding every map value), every code decoded, then Adam through
+     * the staging layer with m and v in 8 bits.  Kept small: bochs is slow. */
+    static const size_t qsizes[] = {1, 9, 255, 256};
+    for (int sg = 0; sg < 2; sg++)
+    for (int sr = 0; sr < 2; sr++)
+    for (int kind = 0; kind < 4; kind++)
+    for (size_t si = 0; si < sizeof qsizes / sizeof *qsizes; si++) {
+        size_t n = qsizes[si], mark = used;
+        const float *map = sg ? adaptopt_q8_map_s : adaptopt_q8_map_u;
+        float *x = alloc(4 * n), *ya = alloc(4 * n), *yb = alloc(4 * n), ma_ = 0, mb_ = 0;
+        uint8_t *ca = alloc(n), *cb = alloc(n);
+        for (size_t j = 0; j < n; j++)
+            x[j] = kind == 2 ? 0.0f : kind == 3 ? map[j % 256] * 0.37f : (float)value(!sg);
+        if (kind == 1) x[n / 2] = 1.0f / 0.0f;
+        const uint64_t index0 = sr ? ((uint64_t)1 << 32) + 1000 * n : 0;
+        adaptopt_table_scalar.q8.store(x, ca, &ma_, n, sg, sr, 0x9E3779B9u, index0);
+        adaptopt_table_avx512.q8.store(x, cb, &mb_, n, sg, sr, 0x9E3779B9u, index0);
+        if (kind == 3 && n == 256)
+            for (size_t j = 0; j < n; j++) ca[j] = cb[j] = (uint8_t)j;
+        adaptopt_table_scalar.q8.load(ya, ca, ma_, n, sg);
+        adaptopt_table_avx512.q8.load(yb, cb, ma_, n, sg);
+        checked++;
+        if (memcmp(ca, cb, n) || memcmp(&ma_, &mb_, sizeof ma_) || memcmp(ya, yb, 4 * n)) {
+            if (bad < 20) {
+                puts_("MISMATCH q8 signed "); putn(sg); puts_(" stochastic "); putn(sr);
+                puts_(" kind "); putn(kind); puts_(" n "); putn((long)n); puts_("\n");
+            }
+            bad++;
+        }
+        used = mark;
+    }
+    for (int sr = 0; sr < 2; sr++)
+    for (int flags = 0, last = nflags[ADAPTOPT_ADAM] - 1; flags <= last; flags += last ? last : 1)
+    for (size_t si = 0; si < 3; si++) {
+        static const size_t n8[] = {17, 256, 600};
+        const int nb = nbuf[ADAPTOPT_ADAM];
+        size_t n = n8[si], nblk = (n + 255) / 256, mark = used;
+        adaptopt_staging st = {0};
+        st.compute = ADAPTOPT_FLOAT32;
+        st.seed = 12345; st.step = 7; st.grad_div = 0.0; st.grad_mul = 1.0;
+        void *a[ADAPTOPT_MAX_NBUF], *b[ADAPTOPT_MAX_NBUF];
+        void *auxa[ADAPTOPT_MAX_NBUF] = {0}, *auxb[ADAPTOPT_MAX_NBUF] = {0};
+        size_t es[ADAPTOPT_MAX_NBUF];
+        for (int k = 0; k < nb; k++) {  /* p, g float32; m signed, v (and max v) unsigned */
+            st.storage[k] = (unsigned char)(k < 2 ? ADAPTOPT_STORE_COMPUTE
+                : k == 2 ? ADAPTOPT_STORE_Q8_SIGNED : ADAPTOPT_STORE_Q8_UNSIGNED);
+            st.stochastic[k] = (unsigned char)(k >= 2 && sr);
+            es[k] = k < 2 ? 4 : 1;
+            a[k] = alloc(n * es[k] + 64);
+            b[k] = alloc(n * es[k] + 64);
+            for (size_t j = 0; j < n; j++) {
+                if (k < 2) ((float *)a[k])[j] = (float)value(0);
+                else ((uint8_t *)a[k])[j] = (uint8_t)rnd();
+            }
+            memcpy(b[k], a[k], n * es[k]);
+            if (k >= 2) {
+                auxa[k] = alloc(4 * nblk);
+                auxb[k] = alloc(4 * nblk);
+                for (size_t i = 0; i < nblk; i++)
+                    ((float *)auxa[k])[i] = ((float *)auxb[k])[i] = (float)(0.25 + 0.5 * i);
+            }
+        }
+        float u[ADAPTOPT_MAX_NSCAL];
+        for (int k = 0; k < ADAPTOPT_MAX_NSCAL; k++) u[k] = (float)scalars[0][k];
+        adaptopt_table_scalar.staged[0](adaptopt_table_scalar.step[ADAPTOPT_ADAM][0],
+                                        (void *const *)a, auxa, (size_t)nb, 0, n, u, flags, &st,
+                                        3, NULL);
+        adaptopt_table_avx512.staged[0](adaptopt_table_avx512.step[ADAPTOPT_ADAM][0],
+                                        (void *const *)b, auxb, (size_t)nb, 0, n, u, flags, &st,
+                                        3, NULL);
+        for (int k = 0; k < nb; k++) {
+            checked++;
+            if (memcmp(a[k], b[k], n * es[k])
+                || (k >= 2 && memcmp(auxa[k], auxb[k], 4 * nblk))) {
+                if (bad < 20) {
+                    puts_("MISMATCH staged q8 stochastic "); putn(sr); puts_(" flags ");
+                    putn(flags); puts_(" n "); putn((long)n); puts_(" buffer "); putn(k);
+                    puts_("\n");
                 }
                 bad++;
             }

@@ -32,8 +32,15 @@ def update(p, g, state, t, h):
         p += (-h["lr"] * g) / avg
 
 
+def check(h):
+    if h["centered"] and h.get("state_dtype") == "int8":
+        raise ValueError("centered=True cannot be used with state_dtype='int8': v - grad_avg**2 "
+                         "of two independently quantised buffers can be negative (a NaN "
+                         "step); use state_dtype='bfloat16' or 'float32' for centered RMSprop")
+
+
 RMSPROP = Spec(
-    "RMSprop", kernel="rmsprop", torch="RMSprop", update=update,
+    "RMSprop", kernel="rmsprop", torch="RMSprop", update=update, check=check,
     hyper={"lr": Hyper(1e-2, c.learning_rate), "alpha": Hyper(0.99, c.unit),
            "eps": Hyper(1e-8, c.nonneg), "weight_decay": Hyper(0.0, c.nonneg),
            "momentum": Hyper(0.0, c.nonneg), "centered": Hyper(False, c.flag),
