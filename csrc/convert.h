@@ -26,12 +26,14 @@ static inline float adaptopt_bits_f32(uint32_t u) { float x; memcpy(&x, &u, 4); 
 
 static inline float adaptopt_bf16_to_f32(uint16_t h) { return adaptopt_bits_f32((uint32_t)h << 16); }
 
+/* Written for cheap vector code: one float compare finds NaN, one blend,
+ * one shift (x != x is (bits & 0x7FFFFFFF) > 0x7F800000). */
 static inline uint16_t adaptopt_f32_to_bf16(float x)
 {
     uint32_t u = adaptopt_f32_bits(x);
-    uint32_t r = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
-    uint32_t q = (u >> 16) | 0x40u;                      /* NaN: quiet */
-    return (uint16_t)(((u & 0x7FFFFFFFu) > 0x7F800000u) ? q : r);
+    uint32_t r = u + 0x7FFFu + ((u >> 16) & 1u);
+    uint32_t q = u | 0x00400000u;                        /* NaN: quiet */
+    return (uint16_t)((x != x ? q : r) >> 16);
 }
 
 static inline float adaptopt_f16_to_f32(uint16_t h)
@@ -40,7 +42,8 @@ static inline float adaptopt_f16_to_f32(uint16_t h)
     uint32_t m = (uint32_t)h & 0x3FFu;
     uint32_t normal = sign | ((e + 112u) << 23) | (m << 13);
     uint32_t special = sign | 0x7F800000u | (m << 13);   /* inf, NaN */
-    uint32_t sub = sign | adaptopt_f32_bits((float)(int32_t)m * 0x1p-24f);  /* exact */
+    /* m * 2^-24 = (2^-14 + m * 2^-24) - 2^-14, both exact (no int-to-float) */
+    uint32_t sub = sign | adaptopt_f32_bits(adaptopt_bits_f32(0x38800000u | (m << 13)) - 0x1p-14f);
     return adaptopt_bits_f32(e == 31u ? special : e == 0u ? sub : normal);
 }
 

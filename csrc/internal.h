@@ -72,6 +72,9 @@ typedef struct {
     /* gradnorm.c.inc: sum of squares of one block in float64, per storage
      * type (F32..F16; NULL for the others); *bad = 1 if non-finite */
     double (*sumsq[ADAPTOPT_STORE_F16 + 1])(const void *x, size_t n, int *bad);
+    /* per algorithm, its float32 body with every buffer stored as
+     * bfloat16, rounded to nearest even (kernels.c.inc) */
+    adaptopt_seg_fn step_bf16[ADAPTOPT_N_ALGOS];
 } adaptopt_table;
 
 extern const adaptopt_table adaptopt_table_scalar;
