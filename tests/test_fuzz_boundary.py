@@ -99,8 +99,10 @@ def classify(opt, grads):
         return "invalid"
     arrays = [p for p, _ in params]
     for i, ((p, hyper), g) in enumerate(zip(params, grads)):
-        cast = (hyper["grad_cast"] == "same_kind" and isinstance(g, np.ndarray)
-                and {g.dtype, p.dtype} == {np.dtype(np.float32), np.dtype(np.float64)})
+        cast = isinstance(g, np.ndarray) and (
+            (hyper["grad_cast"] == "same_kind"
+             and {g.dtype, p.dtype} == {np.dtype(np.float32), np.dtype(np.float64)})
+            or (p.dtype == np.float32 and g.dtype == np.float16))  # 16-bit into float32
         if g is not None and not (isinstance(g, np.ndarray) and (g.dtype == p.dtype or cast)
                                   and g.shape == p.shape
                                   and g.flags.aligned):
@@ -393,8 +395,8 @@ def op_add_group(data, opt, rng):
     new = data.draw(st.sampled_from(["fresh", "fresh", "state_buffer", "existing_param"]))
     if new == "fresh":
         arr = rng.standard_normal(data.draw(st.integers(1, 9))).astype(data.draw(st.sampled_from(DTYPES)))
-    elif new == "state_buffer":
-        bufs = [v for s in opt.state.values() if isinstance(s, dict)
+    elif new == "state_buffer":  # the state the optimizer holds once the groups' edits apply
+        bufs = [v for s in synced_state(opt).values() if isinstance(s, dict)
                 for v in s.values() if isinstance(v, np.ndarray)]
         if not bufs:
             return
