@@ -11,10 +11,11 @@ check (an error message, a new plan) is decided in Python.
 """
 from cpython.dict cimport PyDict_GetItem, PyDict_SetItem
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
-from cpython.long cimport PyLong_AsLongLong, PyLong_AsSsize_t, PyLong_CheckExact
-from cpython.object cimport PyObject, PyObject_RichCompareBool, Py_EQ
+from cpython.long cimport (PyLong_AsLongLong, PyLong_AsSsize_t, PyLong_AsUnsignedLongLong,
+                           PyLong_CheckExact)
+from cpython.object cimport PyObject, PyObject_RichCompareBool, PyTypeObject, Py_EQ, Py_TYPE
 from cpython.tuple cimport PyTuple_GET_ITEM
-from libc.stdint cimport int64_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint64_t, uintptr_t
 from libc.string cimport memcmp, memset
 cimport numpy as cnp
 
@@ -223,6 +224,136 @@ def roofline(int dtype, cnp.ndarray ptr, cnp.ndarray offsets, int n_rw, int n_th
 # call, with no Python code in between, so a step is applied whole or not at
 # all (a KeyboardInterrupt is raised once it has returned).
 
+# --- torch tensors read in C ----------------------------------------------------
+# libtorch exports a stable C ABI for compiled models (AOTInductor's shim:
+# aoti_torch_get_data_ptr and friends, taking an at::Tensor *).  When
+# adaptopt.torch has found it and checked where a tensor object keeps its
+# at::Tensor (torch_shim below), the per-step checks read a plain
+# torch.Tensor or Parameter through it: a few C calls per tensor instead of
+# a dozen Python attribute calls.  Anything else (a subclass, a tensor the
+# shim cannot read) goes the Python way, so the shim decides nothing alone.
+ctypedef int32_t (*_f_ptr)(void *, void **) noexcept nogil
+ctypedef int32_t (*_f_i64)(void *, int64_t *) noexcept nogil
+ctypedef int32_t (*_f_i64p)(void *, int64_t **) noexcept nogil
+ctypedef int32_t (*_f_i32)(void *, int32_t *) noexcept nogil
+
+cdef struct _Shim:
+    bint on
+    long long reads  # rows the C reading has passed (tests)
+    Py_ssize_t off  # the at::Tensor's offset in the Python object
+    PyTypeObject *tensor
+    PyTypeObject *param
+    _f_ptr data_ptr
+    _f_i64 numel, dim
+    _f_i64p sizes, strides
+    _f_i32 dtype, device, layout
+    int32_t cpu, strided
+    int64_t es[64]  # element size by dtype code (0: not a dtype adaptopt reads)
+
+cdef _Shim _shim
+cdef dict _shim_codes = {}  # torch dtype -> shim dtype code
+cdef list _shim_refs = []   # the type objects _shim points at
+
+
+cdef inline void *_handle(object o) noexcept:
+    """o's at::Tensor when o is exactly a torch.Tensor or Parameter (and the
+    shim is on), else NULL."""
+    cdef PyTypeObject *t = Py_TYPE(o)
+    if not _shim.on or (t != _shim.tensor and t != _shim.param):
+        return NULL
+    return <void *>(<char *><PyObject *>o + _shim.off)
+
+
+cdef inline int64_t _dense_cpu(void *h, int32_t code) noexcept:
+    """Tensor h's size in bytes if it is a strided CPU tensor of dtype code
+    (-1: any dtype adaptopt reads), else -1."""
+    cdef int32_t v
+    cdef int64_t n
+    if _shim.layout(h, &v) or v != _shim.strided or _shim.device(h, &v) or v != _shim.cpu:
+        return -1
+    if _shim.dtype(h, &v) or v < 0 or v >= 64 or _shim.es[v] == 0 or (code >= 0 and v != code):
+        return -1
+    if _shim.numel(h, &n) or n < 0:
+        return -1
+    return n * _shim.es[v]
+
+
+cdef inline bint _tensor_holds(object o, uint64_t ptr, uint64_t nb, int32_t code) noexcept:
+    """Tensor o is (through the shim) a CPU tensor of dtype code at ptr, nb bytes."""
+    cdef void *h = _handle(o)
+    cdef void *d
+    if h == NULL or code < 0 or _dense_cpu(h, code) != <int64_t>nb or _shim.data_ptr(h, &d):
+        return False
+    return <uint64_t>d == ptr
+
+
+def torch_shim(dict fns, tensor_type, param_type, dict codes, list probes):
+    """Turn the C reading of tensors on: fns maps each aoti_torch_* name to
+    its address, codes each torch dtype to (shim code, element size); probes
+    are tensors of varied layouts, read both ways and compared first.  True
+    when on; with fns empty, turns it off."""
+    cdef Py_ssize_t off, k
+    cdef object t
+    cdef void *h
+    cdef void *d
+    cdef int64_t n
+    cdef int64_t *sz
+    cdef int64_t *st
+    cdef int32_t v
+    _shim.on = False
+    if not fns:
+        return False
+    _shim.data_ptr = <_f_ptr><uintptr_t>PyLong_AsUnsignedLongLong(fns["aoti_torch_get_data_ptr"])
+    _shim.numel = <_f_i64><uintptr_t>PyLong_AsUnsignedLongLong(fns["aoti_torch_get_numel"])
+    _shim.dim = <_f_i64><uintptr_t>PyLong_AsUnsignedLongLong(fns["aoti_torch_get_dim"])
+    _shim.sizes = <_f_i64p><uintptr_t>PyLong_AsUnsignedLongLong(fns["aoti_torch_get_sizes"])
+    _shim.strides = <_f_i64p><uintptr_t>PyLong_AsUnsignedLongLong(fns["aoti_torch_get_strides"])
+    _shim.dtype = <_f_i32><uintptr_t>PyLong_AsUnsignedLongLong(fns["aoti_torch_get_dtype"])
+    _shim.device = <_f_i32><uintptr_t>PyLong_AsUnsignedLongLong(fns["aoti_torch_get_device_type"])
+    _shim.layout = <_f_i32><uintptr_t>PyLong_AsUnsignedLongLong(fns["aoti_torch_get_layout"])
+    _shim.cpu, _shim.strided = fns["cpu"], fns["strided"]
+    memset(_shim.es, 0, sizeof(_shim.es))
+    for dt, (code, size) in codes.items():
+        if not 0 <= code < 64:
+            return False
+        _shim.es[code] = size
+    _shim_codes.clear()
+    _shim_codes.update({dt: c for dt, (c, _) in codes.items()})
+    _shim_refs[:] = [tensor_type, param_type]
+    _shim.tensor, _shim.param = <PyTypeObject *>tensor_type, <PyTypeObject *>param_type
+    # where the at::Tensor sits: the word holding the tensor's TensorImpl
+    # pointer (t._cdata) right after the object header, in every probe
+    off = sizeof(PyObject)
+    for t in probes:
+        if Py_TYPE(t) != _shim.tensor and Py_TYPE(t) != _shim.param:
+            return False
+        if <uintptr_t>(<void **>(<char *><PyObject *>t + off))[0] != <uintptr_t>t._cdata:
+            return False
+    _shim.off, _shim.on = off, True
+    for t in probes:  # and every fact read through it is what Python reads
+        h = _handle(t)
+        ok = (_dense_cpu(h, _shim_codes.get(t.dtype, -2)) == t.nbytes
+              and not _shim.data_ptr(h, &d) and <uintptr_t>d == <uintptr_t>t.data_ptr()
+              and not _shim.dim(h, &n) and n == t.dim()
+              and not _shim.sizes(h, &sz) and not _shim.strides(h, &st))
+        for k in range(t.dim() if ok else 0):
+            ok = ok and sz[k] == t.shape[k] and st[k] == t.stride(k)
+        if not ok:
+            _shim.on = False
+            return False
+    return True
+
+
+def torch_shim_on():
+    """Whether the compiled checks read tensors through libtorch's C shim."""
+    return bool(_shim.on)
+
+
+def torch_shim_reads():
+    """How many rows the C reading has passed so far."""
+    return _shim.reads
+
+
 cdef enum:
     _NUMPY = 0
     _TORCH = 1
@@ -330,9 +461,18 @@ cdef class Batch:
     cdef readonly list pstrides
     cdef cnp.ndarray _pc  # per row: the parameter is C-contiguous
     cdef unsigned char *pc
+    # torch rows: at tsho[r] in tsh, {nd, shape, strides (elements)} of the
+    # parameter; the shim's dtype codes of p (dcode), the gradient (gcode)
+    # and each buffer (scode); -1 where the shim has none
+    cdef cnp.ndarray _tsh, _tsho
+    cdef int64_t *tsh
+    cdef Py_ssize_t *tsho
+    cdef int32_t dcode, gcode
+    cdef int32_t scode[ADAPTOPT_MAX_NBUF]
 
     def __init__(self, int kind, int algo, int dtype, tuple keys, list objs, list states,
                  ptrs, nbytes, sizes, list index=None, dtype_obj=None, list shapes=None):
+        cdef Py_ssize_t k
         self.kind, self.algo, self.dtype = kind, algo, dtype
         self.nbuf = len(keys)
         self.n = len(states)
@@ -363,6 +503,9 @@ cdef class Batch:
         self.akeys = None
         self.aobjs = None
         self.aptr = self.anb = NULL
+        self.dcode = self.gcode = _shim_codes.get(dtype_obj, -1)
+        for k in range(ADAPTOPT_MAX_NBUF):
+            self.scode[k] = self.dcode
         self._layouts(objs)
 
     def stage(self, Staging staging, gdtype=None, tuple akeys=None, list aobjs=None,
@@ -371,10 +514,14 @@ cdef class Batch:
         gdtype: the gradient's dtype if not the parameter's; akeys/aobjs: the
         aux buffers (see the class docstring); sdtype (torch rows): each
         buffer's dtype."""
+        cdef Py_ssize_t k
         self.staging = staging
         self.sdtype = sdtype
+        for k in range(len(sdtype) if sdtype is not None and self.kind == _TORCH else 0):
+            self.scode[k] = _shim_codes.get(sdtype[k], -1)
         if gdtype is not None:
             self.gdtype_obj = gdtype
+            self.gcode = _shim_codes.get(gdtype, -1)
             if self.kind == _NUMPY:
                 self.typenum = (<cnp.dtype>np.dtype(gdtype)).type_num
         if akeys is not None:
@@ -403,6 +550,14 @@ cdef class Batch:
             order, lo = memory_order(shape, strides)
             orders.append(order)
             low.append(lo // (p.itemsize if self.kind == _NUMPY else p.element_size()))
+        if self.kind == _TORCH:
+            shapes = [list(sh) + list(st) for sh, st in zip(self.shapes, self.pstrides)]
+            self._tsho = np.zeros(self.n + 1, dtype=np.intp)
+            np.cumsum([1 + len(x) for x in shapes], out=self._tsho[1:])
+            self._tsh = np.array([v for x in shapes for v in [len(x) // 2] + x] or [0],
+                                 dtype=np.int64)
+            self.tsh = <int64_t *>cnp.PyArray_DATA(self._tsh)
+            self.tsho = <Py_ssize_t *>cnp.PyArray_DATA(self._tsho)
         sizes = [1 + 2 * len(o) for o in orders]
         self._doff = np.zeros(self.n + 1, dtype=np.intp)
         np.cumsum(np.asarray(sizes, dtype=np.intp), out=self._doff[1:])
@@ -578,71 +733,11 @@ cdef class Batch:
 
     def check_torch(self, Spans spans, strided):
         """As check_numpy, for torch tensors; the gradients are p.grad."""
-        cdef Py_ssize_t r, k, j
-        cdef PyObject *b
-        cdef object p, g, st, t, key, gs, dt = self.dtype_obj
-        cdef uint64_t lo, hi, base
-        cdef tuple pk
-        cdef int64_t tst[ADAPTOPT_MAX_NDIM]
-        cdef int64_t tdim[ADAPTOPT_MAX_NDIM]
-        cdef int64_t es
-        cdef Py_ssize_t nd
+        cdef Py_ssize_t r
         self.nstrided = 0
         for r in range(self.n):
-            j = r * self.nbuf
-            p = <object>PyList_GET_ITEM(self.objs, j)
-            if (<uint64_t>p.data_ptr() != self.ptr[j] or p.dtype is not dt
-                    or <uint64_t>p.nbytes != self.nb[j]):
+            if not (self._row_shim(r, spans) or self._row_torch(r, spans, strided)):
                 return r
-            st = <object>PyList_GET_ITEM(self.states, r)
-            for k in range(self.nbuf):
-                key = self.keys[k]
-                if key is None:
-                    continue
-                b = PyDict_GetItem(st, key)
-                if b == NULL or b != PyList_GET_ITEM(self.objs, j + k):
-                    return r
-                t = <object>b
-                if (<uint64_t>t.data_ptr() != self.ptr[j + k]
-                        or t.dtype is not (dt if self.staging is None else self.sdtype[k])
-                        or <uint64_t>t.nbytes != self.nb[j + k]):
-                    return r
-            if self.akeys is not None and not self._aux_hold(r, st):
-                return r
-            if self.aobjs is not None and self.akeys[0] == "":
-                p = <object>PyList_GET_ITEM(self.aobjs, j)  # the parameter: its grad
-            if self.step_pack is not None:
-                b = PyDict_GetItem(st, "step")
-                if b == NULL or b != PyList_GET_ITEM(self.step_pack[2], r):
-                    return r
-            for pk in self.packs:
-                b = PyDict_GetItem(st, pk[0])
-                if b == NULL or b != PyList_GET_ITEM(pk[3], r):
-                    return r
-            g = p.grad
-            # strided, on the CPU, p's dtype and shape, not a lazily negated view;
-            # with p's strides it is dense in p's order, else it is gathered
-            if (g is None or g.layout is not strided or not g.is_cpu
-                    or g.dtype is not self.gdtype_obj or g.shape != <object>PyList_GET_ITEM(self.shapes, r) or g.is_neg()):
-                return r
-            lo = <uint64_t>g.data_ptr()
-            gs = g.stride()
-            if gs == <object>PyList_GET_ITEM(self.pstrides, r) or self.gd[self.doff[r]] == 0:
-                hi = lo + <uint64_t>g.nbytes
-                self.gp[r] = 0
-                base = lo
-            else:
-                nd = len(gs)
-                if nd > ADAPTOPT_MAX_NDIM:
-                    return r
-                es = g.element_size()
-                for k in range(nd):
-                    tst[k] = <int64_t>gs[k] * es
-                    tdim[k] = <int64_t>g.shape[k]
-                base = self._strided(r, lo, tst, tdim, nd, es, &lo, &hi)
-            if _spans_hit(spans.s, spans.e, spans.m, lo, hi):
-                return r
-            self.ptr[j + 1] = base
         if self.step_pack is not None and not _pack_holds(self.step_pack[0], self.step_pack[1],
                                                           <double>(self.t - 1)):
             return 0
@@ -650,6 +745,154 @@ cdef class Batch:
             if not _pack_holds(pk[1], pk[2], pk[4]):
                 return 0
         return -1
+
+    cdef bint _counters_held(self, Py_ssize_t r, object st) except -1:
+        """Row r's state dict holds its step and counter views (torch rows)."""
+        cdef PyObject *b
+        cdef tuple pk
+        if self.step_pack is not None:
+            b = PyDict_GetItem(st, "step")
+            if b == NULL or b != PyList_GET_ITEM(self.step_pack[2], r):
+                return False
+        for pk in self.packs:
+            b = PyDict_GetItem(st, pk[0])
+            if b == NULL or b != PyList_GET_ITEM(pk[3], r):
+                return False
+        return True
+
+    cdef object _grad_owner(self, Py_ssize_t j):
+        """The tensor whose .grad row j//nbuf steps with: the parameter, or
+        the 16-bit parameter of a float32 master."""
+        if self.aobjs is not None and self.akeys[0] == "":
+            return <object>PyList_GET_ITEM(self.aobjs, j)
+        return <object>PyList_GET_ITEM(self.objs, j)
+
+    cdef bint _row_shim(self, Py_ssize_t r, Spans spans) except -1:
+        """check_torch's row r, every tensor read in C through the shim: True
+        when it holds (the gradient's address then filled in); False when it
+        does not or cannot be told this way (then _row_torch decides)."""
+        cdef Py_ssize_t k, j = r * self.nbuf, nd, e = self.tsho[r]
+        cdef PyObject *b
+        cdef object st, key, g
+        cdef void *h
+        cdef void *d
+        cdef int64_t n, es
+        cdef int64_t *sz
+        cdef int64_t *gs
+        cdef int64_t tst[ADAPTOPT_MAX_NDIM]
+        cdef uint64_t lo, hi, base
+        if not _shim.on or not _tensor_holds(<object>PyList_GET_ITEM(self.objs, j),
+                                             self.ptr[j], self.nb[j], self.dcode):
+            return False
+        st = <object>PyList_GET_ITEM(self.states, r)
+        for k in range(self.nbuf):
+            key = self.keys[k]
+            if key is None:
+                continue
+            b = PyDict_GetItem(st, key)
+            if b == NULL or b != PyList_GET_ITEM(self.objs, j + k):
+                return False
+            if not _tensor_holds(<object>b, self.ptr[j + k], self.nb[j + k], self.scode[k]):
+                return False
+        if self.akeys is not None:
+            for k in range(self.nbuf):
+                key = self.akeys[k]
+                if key is None:
+                    continue
+                b = PyList_GET_ITEM(self.aobjs, j + k)
+                if key != "" and PyDict_GetItem(st, key) != b:
+                    return False
+                if not _tensor_holds(<object>b, self.aptr[j + k], self.anb[j + k], -1):
+                    return False
+        if not self._counters_held(r, st):
+            return False
+        g = self._grad_owner(j).grad
+        h = NULL if g is None else _handle(g)
+        if h == NULL:
+            return False
+        n = _dense_cpu(h, self.gcode)
+        nd = self.tsh[e]
+        if (n < 0 or self.gcode < 0 or _shim.dim(h, &es) or es != nd or _shim.sizes(h, &sz)
+                or _shim.strides(h, &gs) or _shim.data_ptr(h, &d)):
+            return False
+        for k in range(nd):
+            if sz[k] != self.tsh[e + 1 + k]:
+                return False
+        if g.is_neg():
+            return False
+        lo = <uint64_t>d
+        if self.gd[self.doff[r]] == 0 or memcmp(gs, self.tsh + e + 1 + nd,
+                                                nd * sizeof(int64_t)) == 0:
+            hi = lo + <uint64_t>n
+            self.gp[r] = 0
+            base = lo
+        else:
+            es = _shim.es[self.gcode]
+            for k in range(nd):
+                tst[k] = gs[k] * es
+            base = self._strided(r, lo, tst, sz, nd, es, &lo, &hi)
+        if _spans_hit(spans.s, spans.e, spans.m, lo, hi):
+            return False
+        self.ptr[j + 1] = base
+        _shim.reads += 1
+        return True
+
+    cdef bint _row_torch(self, Py_ssize_t r, Spans spans, strided) except -1:
+        """check_torch's row r, read through torch's Python attributes."""
+        cdef Py_ssize_t k, j = r * self.nbuf
+        cdef PyObject *b
+        cdef object p, g, st, t, key, gs, dt = self.dtype_obj
+        cdef uint64_t lo, hi, base
+        cdef int64_t tst[ADAPTOPT_MAX_NDIM]
+        cdef int64_t tdim[ADAPTOPT_MAX_NDIM]
+        cdef int64_t es
+        cdef Py_ssize_t nd
+        p = <object>PyList_GET_ITEM(self.objs, j)
+        if (<uint64_t>p.data_ptr() != self.ptr[j] or p.dtype is not dt
+                or <uint64_t>p.nbytes != self.nb[j]):
+            return False
+        st = <object>PyList_GET_ITEM(self.states, r)
+        for k in range(self.nbuf):
+            key = self.keys[k]
+            if key is None:
+                continue
+            b = PyDict_GetItem(st, key)
+            if b == NULL or b != PyList_GET_ITEM(self.objs, j + k):
+                return False
+            t = <object>b
+            if (<uint64_t>t.data_ptr() != self.ptr[j + k]
+                    or t.dtype is not (dt if self.staging is None else self.sdtype[k])
+                    or <uint64_t>t.nbytes != self.nb[j + k]):
+                return False
+        if self.akeys is not None and not self._aux_hold(r, st):
+            return False
+        if not self._counters_held(r, st):
+            return False
+        g = self._grad_owner(j).grad
+        # strided, on the CPU, p's dtype and shape, not a lazily negated view;
+        # with p's strides it is dense in p's order, else it is gathered
+        if (g is None or g.layout is not strided or not g.is_cpu
+                or g.dtype is not self.gdtype_obj or g.shape != <object>PyList_GET_ITEM(self.shapes, r) or g.is_neg()):
+            return False
+        lo = <uint64_t>g.data_ptr()
+        gs = g.stride()
+        if gs == <object>PyList_GET_ITEM(self.pstrides, r) or self.gd[self.doff[r]] == 0:
+            hi = lo + <uint64_t>g.nbytes
+            self.gp[r] = 0
+            base = lo
+        else:
+            nd = len(gs)
+            if nd > ADAPTOPT_MAX_NDIM:
+                return False
+            es = g.element_size()
+            for k in range(nd):
+                tst[k] = <int64_t>gs[k] * es
+                tdim[k] = <int64_t>g.shape[k]
+            base = self._strided(r, lo, tst, tdim, nd, es, &lo, &hi)
+        if _spans_hit(spans.s, spans.e, spans.m, lo, hi):
+            return False
+        self.ptr[j + 1] = base
+        return True
 
 
 cdef inline uint64_t _lowest(cnp.ndarray a) noexcept:
@@ -860,10 +1103,13 @@ def fast_step(plan, groups, grads, dict state_map, int n_threads, scale=None):
 def fast_step_torch(plan, groups, list params, strided, int n_threads, scale=None):
     """fast_step for the torch front end: params are all the group's
     parameters (the gradients are their .grad)."""
-    cdef Py_ssize_t i, given = 0
-    for i in range(PyList_GET_SIZE(params)):
-        given += (<object>PyList_GET_ITEM(params, i)).grad is not None
-    if given != plan.rows or not fast_check_torch(plan, groups, strided):
+    cdef Py_ssize_t i, given = 0, n = PyList_GET_SIZE(params)
+    if plan.rows != n:  # else every parameter is a row, whose .grad the check reads
+        for i in range(n):
+            given += (<object>PyList_GET_ITEM(params, i)).grad is not None
+        if given != plan.rows:
+            return 0
+    if not fast_check_torch(plan, groups, strided):
         return 0
     if not plan.common:
         return 2

@@ -58,7 +58,7 @@ import threading
 import numpy as np
 from torch.optim import optimizer as _optimizer_hooks
 
-from . import _amp, _engine, _kernels, _precision
+from . import _amp, _engine, _kernels, _precision, _torch_shim
 from ._config import resolve_threads
 from ._precision import MASTER
 from .algorithms import ENTRY_SPECS, SPECS
@@ -73,6 +73,7 @@ _TORCH_DTYPE = {"float32": torch.float32, "float64": torch.float64,
 _PRECISION = {k: h.default for k, h in _precision._hyper().items()}
 _STEP_DTYPES = (torch.float32, torch.float64)
 _MAX_PLANS = 64
+_torch_shim.enable()  # the per-step checks read tensors in C where libtorch allows
 # torch.optim classes without fused=True on CPU: the alternative to suggest
 _NO_FUSED = {"RMSprop"}
 _SPARSE_ADVICE = {
