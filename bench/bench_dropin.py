@@ -1,6 +1,8 @@
 """adaptopt.torch against the NumPy API and torch.optim(fused=True), one
 interleaved run: whole steps (torch's hooks included) at 4K elements and on
-1,000 tensors of 1K, float32.  Prints median microseconds and the ratios.
+1,000 tensors of 1K, float32.  Prints median microseconds and the ratios;
+dropin-py is the drop-in with its checks reading tensors through Python
+attributes instead of libtorch's C ABI (adaptopt._torch_shim).
 
     python bench/bench_dropin.py [--threads 2] [--rounds 7]
 """
@@ -12,10 +14,13 @@ import torch
 
 import adaptopt
 import adaptopt.torch as aot
-from adaptopt import _kernels
+from adaptopt import _kernels, _torch_shim
 
 
 def timed(f, n):
+    setup = getattr(f, "setup", None)
+    if setup is not None:
+        setup()
     t = time.perf_counter()
     for _ in range(n):
         f()
@@ -37,8 +42,24 @@ def cases(algo, shape, count, threads):
     of = getattr(torch.optim, algo)(tf, fused=True)
     for f in (ot.step, of.step):
         f()
+    def python_reads():  # the drop-in with its checks reading tensors through Python
+        ot.step()
+    python_reads.setup = lambda: _torch_shim.enable(False)
     return {"numpy": lambda: o.step(gs), "kernel": lambda: _kernels.run(plan.batches, threads),
-            "dropin": ot.step, "torch-fused": of.step}
+            "dropin-py": python_reads, "dropin": Step(ot.step), "torch-fused": of.step}
+
+
+class Step:
+    """A step with the drop-in's C reading of tensors on (adaptopt._torch_shim)."""
+
+    def __init__(self, f):
+        self.f = f
+
+    def setup(self):
+        _torch_shim.enable(True)
+
+    def __call__(self):
+        self.f()
 
 
 def main():
@@ -58,6 +79,7 @@ def main():
             med = {k: sorted(v)[len(v) // 2] * 1e6 for k, v in res.items()}
             print(f"{algo:5s} {label:8s} " + "  ".join(f"{k} {v:9.1f}" for k, v in med.items())
                   + f"  | torch-fused/dropin {med['torch-fused'] / med['dropin']:5.1f}x"
+                  f" (Python reads {med['torch-fused'] / med['dropin-py']:4.1f}x)"
                   f"  dropin/numpy {med['dropin'] / med['numpy']:4.2f}"
                   f"  numpy outside the kernel {med['numpy'] - med['kernel']:7.2f}")
 

@@ -553,8 +553,8 @@ class _Fused:
     def _hooked_step(self, closure):
         """torch's step hooks (global and the optimizer's), around the step."""
         args, kwargs = ((self,) if closure is None else (self, closure)), {}
-        for hook in (*_optimizer_hooks._global_optimizer_pre_hooks.values(),
-                     *self._optimizer_step_pre_hooks.values()):
+        pre = _optimizer_hooks._global_optimizer_pre_hooks, self._optimizer_step_pre_hooks
+        for hook in (*pre[0].values(), *pre[1].values()) if pre[0] or pre[1] else ():
             result = hook(self, args, kwargs)
             if result is not None:
                 if not (isinstance(result, tuple) and len(result) == 2):
@@ -582,8 +582,8 @@ class _Fused:
                 if self._mirrors:
                     self._sync_dtensors(False)
         self._optimizer_step_code()
-        for hook in (*self._optimizer_step_post_hooks.values(),
-                     *_optimizer_hooks._global_optimizer_post_hooks.values()):
+        post = self._optimizer_step_post_hooks, _optimizer_hooks._global_optimizer_post_hooks
+        for hook in (*post[0].values(), *post[1].values()) if post[0] or post[1] else ():
             hook(self, args, kwargs)
         return loss
 
