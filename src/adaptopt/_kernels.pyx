@@ -9,7 +9,7 @@ change between steps is checked here, in C, so that no Python input can
 make a kernel touch memory it does not own.  What to do about a failed
 check (an error message, a new plan) is decided in Python.
 """
-from cpython.dict cimport PyDict_GetItem, PyDict_SetItem
+from cpython.dict cimport PyDict_SetItem
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.long cimport (PyLong_AsLongLong, PyLong_AsSsize_t, PyLong_AsUnsignedLongLong,
                            PyLong_CheckExact)
@@ -22,6 +22,32 @@ cimport numpy as cnp
 import numpy as np
 
 cnp.import_array()
+
+
+cdef extern from "Python.h":
+    PyObject *_dict_get "PyDict_GetItemWithError"(object, object)
+    PyObject *PyErr_Occurred()
+    void PyErr_Clear()
+
+
+cdef inline PyObject *_dget(object d, object key) noexcept:
+    """d[key] (borrowed) or NULL, as PyDict_GetItem, without its saving and
+    restoring of the error state on every call (an error in a key's __eq__
+    is cleared: not found)."""
+    cdef PyObject *v = _dict_get(d, key)
+    if v == NULL and PyErr_Occurred() != NULL:
+        PyErr_Clear()
+    return v
+
+
+cdef inline uint64_t _nbytes(cnp.ndarray a) noexcept:
+    """a.nbytes, inline (PyArray_NBYTES calls through NumPy's API table)."""
+    cdef uint64_t n = <uint64_t>cnp.PyArray_ITEMSIZE(a)
+    cdef const cnp.npy_intp *d = cnp.PyArray_DIMS(a)
+    cdef int k
+    for k in range(cnp.PyArray_NDIM(a)):
+        n *= <uint64_t>d[k]
+    return n
 
 cdef extern from "adaptopt.h" nogil:
     ctypedef struct adaptopt_algo_info:
@@ -634,7 +660,7 @@ cdef class Batch:
                 continue
             a = <object>PyList_GET_ITEM(self.aobjs, j + k)
             if key != "":
-                b = PyDict_GetItem(st, key)
+                b = _dget(st, key)
                 if b == NULL or <object>b is not a:
                     return False
             if self.kind == _TORCH:
@@ -642,7 +668,7 @@ cdef class Batch:
                         or <uint64_t>a.nbytes != self.anb[j + k]):
                     return False
             elif (_lowest(<cnp.ndarray>a) != self.aptr[j + k]
-                    or <uint64_t>cnp.PyArray_NBYTES(<cnp.ndarray>a) != self.anb[j + k]
+                    or <uint64_t>_nbytes(<cnp.ndarray>a) != self.anb[j + k]
                     or not cnp.PyArray_ISWRITEABLE(<cnp.ndarray>a)):
                 return False
         return True
@@ -669,35 +695,35 @@ cdef class Batch:
             pa = <cnp.ndarray>PyList_GET_ITEM(self.objs, j)
             if (<uint64_t>(<int64_t>cnp.PyArray_DATA(pa) + self.low[r] * cnp.PyArray_ITEMSIZE(pa))
                     != self.ptr[j]
-                    or <uint64_t>cnp.PyArray_NBYTES(pa) != self.nb[j]
+                    or <uint64_t>_nbytes(pa) != self.nb[j]
                     or not cnp.PyArray_ISWRITEABLE(pa)):
                 return r
-            st = PyDict_GetItem(state_map, <object>PyList_GET_ITEM(self.index, r))
+            st = _dget(state_map, <object>PyList_GET_ITEM(self.index, r))
             if st == NULL or st != PyList_GET_ITEM(self.states, r):
                 return r
             for k in range(self.nbuf):
                 key = self.keys[k]
                 if key is None:
                     continue
-                b = PyDict_GetItem(<object>st, key)
+                b = _dget(<object>st, key)
                 if b == NULL or b != PyList_GET_ITEM(self.objs, j + k):
                     return r
                 a = <cnp.ndarray>b  # p's strides (checked when the plan was made)
                 if (<uint64_t>(<int64_t>cnp.PyArray_DATA(a) + self.low[r] * cnp.PyArray_ITEMSIZE(a))
                         != self.ptr[j + k]
-                        or <uint64_t>cnp.PyArray_NBYTES(a) != self.nb[j + k]
+                        or <uint64_t>_nbytes(a) != self.nb[j + k]
                         or not cnp.PyArray_ISWRITEABLE(a)):
                     return r
             if self.akeys is not None and not self._aux_hold(r, <object>st):
                 return r
             if self.has_step:
-                b = PyDict_GetItem(<object>st, "step")
+                b = _dget(<object>st, "step")
                 if b == NULL or not PyLong_CheckExact(<object>b) or \
                         PyLong_AsLongLong(<object>b) != self.t - 1:
                     return r
             if self.counters:
                 for c in self.counters:
-                    if not _same(PyDict_GetItem(<object>st, c[0]), c[1]):
+                    if not _same(_dget(<object>st, c[0]), c[1]):
                         return r
             d = PyLong_AsSsize_t(<object>PyList_GET_ITEM(self.index, r))
             if d >= ng:
@@ -719,7 +745,7 @@ cdef class Batch:
                         cnp.PyArray_STRIDES(ga), cnp.PyArray_STRIDES(pa),
                         nd * sizeof(cnp.npy_intp)) == 0):  # p's element order: as it is
                 lo = <uint64_t>(<int64_t>lo + self.low[r] * cnp.PyArray_ITEMSIZE(ga))
-                hi = lo + <uint64_t>cnp.PyArray_NBYTES(ga)
+                hi = lo + <uint64_t>_nbytes(ga)
                 self.gp[r] = 0
                 base = lo
             else:
@@ -751,11 +777,11 @@ cdef class Batch:
         cdef PyObject *b
         cdef tuple pk
         if self.step_pack is not None:
-            b = PyDict_GetItem(st, "step")
+            b = _dget(st, "step")
             if b == NULL or b != PyList_GET_ITEM(self.step_pack[2], r):
                 return False
         for pk in self.packs:
-            b = PyDict_GetItem(st, pk[0])
+            b = _dget(st, pk[0])
             if b == NULL or b != PyList_GET_ITEM(pk[3], r):
                 return False
         return True
@@ -789,7 +815,7 @@ cdef class Batch:
             key = self.keys[k]
             if key is None:
                 continue
-            b = PyDict_GetItem(st, key)
+            b = _dget(st, key)
             if b == NULL or b != PyList_GET_ITEM(self.objs, j + k):
                 return False
             if not _tensor_holds(<object>b, self.ptr[j + k], self.nb[j + k], self.scode[k]):
@@ -800,7 +826,7 @@ cdef class Batch:
                 if key is None:
                     continue
                 b = PyList_GET_ITEM(self.aobjs, j + k)
-                if key != "" and PyDict_GetItem(st, key) != b:
+                if key != "" and _dget(st, key) != b:
                     return False
                 if not _tensor_holds(<object>b, self.aptr[j + k], self.anb[j + k], -1):
                     return False
@@ -856,7 +882,7 @@ cdef class Batch:
             key = self.keys[k]
             if key is None:
                 continue
-            b = PyDict_GetItem(st, key)
+            b = _dget(st, key)
             if b == NULL or b != PyList_GET_ITEM(self.objs, j + k):
                 return False
             t = <object>b
@@ -1065,7 +1091,7 @@ cdef bint _layout_holds(tuple layout, groups) except -1:
     if groups is not layout[0] or type(groups) is not list or not same_items(groups, gdicts):
         return False
     for i in range(PyList_GET_SIZE(gdicts)):
-        v = PyDict_GetItem(<object>PyList_GET_ITEM(gdicts, i), "params")
+        v = _dget(<object>PyList_GET_ITEM(gdicts, i), "params")
         if v == NULL or v != PyList_GET_ITEM(plists, i) or type(<object>v) is not list:
             return False
         if not same_items(<list>v, <list>PyList_GET_ITEM(items, i)):
@@ -1156,7 +1182,7 @@ def same_values(dict group, tuple keys, tuple values):
     cdef Py_ssize_t i
     cdef PyObject *v
     for i in range(len(keys)):
-        v = PyDict_GetItem(group, keys[i])
+        v = _dget(group, keys[i])
         if v == NULL or <object>v is not values[i]:
             return False
     return True
