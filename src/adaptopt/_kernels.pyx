@@ -942,42 +942,51 @@ cdef inline uint64_t _address_of(object a, int kind) except? 0:
     return _lowest(<cnp.ndarray>a)
 
 
-cdef bint _pack_holds(cnp.ndarray arr, object pos, double want):
-    """arr[pos] == want everywhere (pos None: all of arr; float32 or float64)."""
-    cdef Py_ssize_t i, n, k
-    cdef cnp.intp_t *ix = NULL
-    cdef bint f32 = cnp.PyArray_TYPE(arr) == cnp.NPY_FLOAT32
-    cdef void *data = cnp.PyArray_DATA(arr)
-    cdef double v
+# A counter pack: a float32 or float64 array, and the positions in it of one
+# group's rows (None: all of it); torch's per-parameter step counters.
+cdef struct _Pack:
+    char *data
+    const cnp.intp_t *ix
+    Py_ssize_t n
+    bint f32
+
+
+cdef inline _Pack _pack(cnp.ndarray arr, object pos) noexcept:
+    cdef _Pack pk
+    pk.data = <char *>cnp.PyArray_DATA(arr)
+    pk.f32 = cnp.PyArray_TYPE(arr) == cnp.NPY_FLOAT32
     if pos is None:
-        n = cnp.PyArray_SIZE(arr)
+        pk.n, pk.ix = cnp.PyArray_SIZE(arr), NULL
     else:
-        n = cnp.PyArray_SIZE(<cnp.ndarray>pos)
-        ix = <cnp.intp_t *>cnp.PyArray_DATA(<cnp.ndarray>pos)
-    for i in range(n):
-        k = i if ix == NULL else ix[i]
-        v = (<float *>data)[k] if f32 else (<double *>data)[k]
-        if v != want:
+        pk.n = cnp.PyArray_SIZE(<cnp.ndarray>pos)
+        pk.ix = <const cnp.intp_t *>cnp.PyArray_DATA(<cnp.ndarray>pos)
+    return pk
+
+
+cdef inline double _pack_get(const _Pack *pk, Py_ssize_t i) noexcept:
+    cdef Py_ssize_t k = i if pk.ix == NULL else pk.ix[i]
+    return (<float *>pk.data)[k] if pk.f32 else (<double *>pk.data)[k]
+
+
+cdef bint _pack_holds(cnp.ndarray arr, object pos, double want):
+    """arr[pos] == want everywhere (pos None: all of arr)."""
+    cdef _Pack pk = _pack(arr, pos)
+    cdef Py_ssize_t i
+    for i in range(pk.n):
+        if _pack_get(&pk, i) != want:
             return False
     return True
 
 
 cdef void _pack_write(cnp.ndarray arr, object pos, double value):
-    cdef Py_ssize_t i, n, k
-    cdef cnp.intp_t *ix = NULL
-    cdef bint f32 = cnp.PyArray_TYPE(arr) == cnp.NPY_FLOAT32
-    cdef void *data = cnp.PyArray_DATA(arr)
-    if pos is None:
-        n = cnp.PyArray_SIZE(arr)
-    else:
-        n = cnp.PyArray_SIZE(<cnp.ndarray>pos)
-        ix = <cnp.intp_t *>cnp.PyArray_DATA(<cnp.ndarray>pos)
-    for i in range(n):
-        k = i if ix == NULL else ix[i]
-        if f32:
-            (<float *>data)[k] = <float>value
+    cdef _Pack pk = _pack(arr, pos)
+    cdef Py_ssize_t i, k
+    for i in range(pk.n):
+        k = i if pk.ix == NULL else pk.ix[i]
+        if pk.f32:
+            (<float *>pk.data)[k] = <float>value
         else:
-            (<double *>data)[k] = value
+            (<double *>pk.data)[k] = value
 
 
 cdef int _call(Batch b, int n_threads, adaptopt_staging *st) noexcept nogil:
@@ -1215,26 +1224,11 @@ def grad_keys(list params):
 def pack_value(cnp.ndarray arr, pos):
     """The value arr[pos] holds everywhere (pos None: all of arr), as a
     float, if it is one finite value; else None (0.0 when empty)."""
-    cdef Py_ssize_t i, n
-    cdef cnp.intp_t *ix = NULL
-    cdef bint f32 = cnp.PyArray_TYPE(arr) == cnp.NPY_FLOAT32
-    cdef void *data = cnp.PyArray_DATA(arr)
-    cdef double v, first = 0.0
-    if pos is None:
-        n = cnp.PyArray_SIZE(arr)
-    else:
-        n = cnp.PyArray_SIZE(<cnp.ndarray>pos)
-        ix = <cnp.intp_t *>cnp.PyArray_DATA(<cnp.ndarray>pos)
-    for i in range(n):
-        k = i if ix == NULL else ix[i]
-        v = (<float *>data)[k] if f32 else (<double *>data)[k]
-        if i == 0:
-            first = v
-            if not (v - v == 0):  # NaN or inf
-                return None
-        elif v != first:
-            return None
-    return first
+    cdef _Pack pk = _pack(arr, pos)
+    cdef double first = _pack_get(&pk, 0) if pk.n else 0.0
+    if not (first - first == 0):  # NaN or inf
+        return None
+    return first if _pack_holds(arr, pos, first) else None
 
 
 def same_items(list a, list b):
