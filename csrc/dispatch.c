@@ -463,23 +463,6 @@ static void cast_scalars(scalars *sc, int dtype, const double *scal, size_t nsca
     }
 }
 
-int adaptopt_step(int algo, int dtype, size_t n_arrays, size_t nbuf,
-                  void *const *ptr, const size_t *offsets,
-                  const double *scal, size_t nscal, int flags, int n_threads)
-{
-    if (algo < 0 || algo >= ADAPTOPT_N_ALGOS || dtype < 0 || dtype >= ADAPTOPT_N_DTYPES
-        || nbuf != (size_t)algo_info[algo].nbuf || nscal != (size_t)algo_info[algo].nscal
-        || flags < 0 || flags >= (1 << algo_info[algo].nflags) || n_threads < 1)
-        return ADAPTOPT_EINVAL;
-    adaptopt_seg_fn f = tables[adaptopt_get_isa()]->step[algo][dtype];
-    scalars sc;
-    cast_scalars(&sc, dtype, scal, nscal);
-    run_batch(f, dtype == ADAPTOPT_FLOAT32 ? sizeof(float) : sizeof(double), n_arrays, nbuf,
-              ptr, offsets, &sc, flags, clamp_threads(n_threads),
-              adaptopt_get_threshold(algo, dtype), NULL, 1);
-    return ADAPTOPT_OK;
-}
-
 /* Each strided gradient's descriptor covers its array (adaptopt_step_strided);
  * written: none has a stride 0 (elements sharing memory), as a gradient
  * written back must not. */
@@ -504,15 +487,17 @@ static int gdesc_ok(const int64_t *const *gdesc, size_t n_arrays, const size_t *
     return 1;
 }
 
-int adaptopt_step_strided(int algo, int dtype, size_t n_arrays, size_t nbuf,
-                          void *const *ptr, const int64_t *const *gdesc, const size_t *offsets,
-                          const double *scal, size_t nscal, int flags, int n_threads)
+/* adaptopt_step and adaptopt_step_strided: the arguments checked, the
+ * kernel looked up and its scalars cast, then the batch run (gdesc NULL:
+ * every gradient contiguous). */
+static int step_plain(int algo, int dtype, size_t n_arrays, size_t nbuf, void *const *ptr,
+                      const int64_t *const *gdesc, const size_t *offsets, const double *scal,
+                      size_t nscal, int flags, int n_threads)
 {
-    if (!gdesc || !gdesc_ok(gdesc, n_arrays, offsets, 0))
-        return ADAPTOPT_EINVAL;
     if (algo < 0 || algo >= ADAPTOPT_N_ALGOS || dtype < 0 || dtype >= ADAPTOPT_N_DTYPES
         || nbuf != (size_t)algo_info[algo].nbuf || nscal != (size_t)algo_info[algo].nscal
-        || flags < 0 || flags >= (1 << algo_info[algo].nflags) || n_threads < 1)
+        || flags < 0 || flags >= (1 << algo_info[algo].nflags) || n_threads < 1
+        || (gdesc && !gdesc_ok(gdesc, n_arrays, offsets, 0)))
         return ADAPTOPT_EINVAL;
     adaptopt_seg_fn f = tables[adaptopt_get_isa()]->step[algo][dtype];
     scalars sc;
@@ -520,8 +505,26 @@ int adaptopt_step_strided(int algo, int dtype, size_t n_arrays, size_t nbuf,
     size_t esize = dtype == ADAPTOPT_FLOAT32 ? sizeof(float) : sizeof(double);
     stage_call sg = {NULL, NULL, NULL, 1, gdesc, esize};
     run_batch(f, esize, n_arrays, nbuf, ptr, offsets, &sc, flags, clamp_threads(n_threads),
-              adaptopt_get_threshold(algo, dtype), &sg, 1);
+              adaptopt_get_threshold(algo, dtype), gdesc ? &sg : NULL, 1);
     return ADAPTOPT_OK;
+}
+
+int adaptopt_step(int algo, int dtype, size_t n_arrays, size_t nbuf,
+                  void *const *ptr, const size_t *offsets,
+                  const double *scal, size_t nscal, int flags, int n_threads)
+{
+    return step_plain(algo, dtype, n_arrays, nbuf, ptr, NULL, offsets, scal, nscal, flags,
+                      n_threads);
+}
+
+int adaptopt_step_strided(int algo, int dtype, size_t n_arrays, size_t nbuf,
+                          void *const *ptr, const int64_t *const *gdesc, const size_t *offsets,
+                          const double *scal, size_t nscal, int flags, int n_threads)
+{
+    if (!gdesc)
+        return ADAPTOPT_EINVAL;
+    return step_plain(algo, dtype, n_arrays, nbuf, ptr, gdesc, offsets, scal, nscal, flags,
+                      n_threads);
 }
 
 static size_t storage_size(int storage, int compute)
