@@ -133,6 +133,16 @@ cdef inline void *_data(cnp.ndarray a, int typenum, Py_ssize_t min_size, str nam
     return cnp.PyArray_DATA(a)
 
 
+cdef Py_ssize_t _scalars(scal, double *sc) except -1:
+    """scal (at most MAX_NSCAL floats) copied into sc; their count."""
+    cdef Py_ssize_t k, nscal = len(scal)
+    if nscal > ADAPTOPT_MAX_NSCAL:
+        raise ValueError(f"at most {ADAPTOPT_MAX_NSCAL} scalars")
+    for k in range(nscal):
+        sc[k] = scal[k]
+    return nscal
+
+
 def step(int algo, int dtype, cnp.ndarray ptr, size_t nbuf, cnp.ndarray offsets, scal,
          int flags, int n_threads):
     """Run one kernel over a batch; returns the C error code.
@@ -140,12 +150,8 @@ def step(int algo, int dtype, cnp.ndarray ptr, size_t nbuf, cnp.ndarray offsets,
     ptr: uint64 addresses, nbuf per array; offsets: uintp, n_arrays + 1;
     scal: a sequence of at most MAX_NSCAL floats."""
     cdef double sc[ADAPTOPT_MAX_NSCAL]
-    cdef Py_ssize_t k, nscal = len(scal)
+    cdef Py_ssize_t nscal = _scalars(scal, sc)
     cdef int rc
-    if nscal > ADAPTOPT_MAX_NSCAL:
-        raise ValueError(f"at most {ADAPTOPT_MAX_NSCAL} scalars")
-    for k in range(nscal):
-        sc[k] = scal[k]
     cdef size_t n_arrays = offsets.size - 1 if offsets.size else 0
     cdef size_t *off = <size_t *>_data(offsets, cnp.NPY_UINTP, 1, "offsets")
     cdef void **p = <void **>_data(ptr, cnp.NPY_UINT64, n_arrays * nbuf, "ptr")
@@ -205,12 +211,8 @@ def step_staged(int algo, Staging st, cnp.ndarray ptr, aux, size_t nbuf, cnp.nda
     """step() over staged buffers (adaptopt_step_staged); aux: uint64 addresses,
     nbuf per array, or None.  Returns the C error code."""
     cdef double sc[ADAPTOPT_MAX_NSCAL]
-    cdef Py_ssize_t k, nscal = len(scal)
+    cdef Py_ssize_t nscal = _scalars(scal, sc)
     cdef int rc
-    if nscal > ADAPTOPT_MAX_NSCAL:
-        raise ValueError(f"at most {ADAPTOPT_MAX_NSCAL} scalars")
-    for k in range(nscal):
-        sc[k] = scal[k]
     cdef size_t n_arrays = offsets.size - 1 if offsets.size else 0
     cdef size_t *off = <size_t *>_data(offsets, cnp.NPY_UINTP, 1, "offsets")
     cdef void **p = <void **>_data(ptr, cnp.NPY_UINT64, n_arrays * nbuf, "ptr")
