@@ -1,12 +1,14 @@
 """adaptopt.torch against the NumPy API and torch.optim(fused=True), one
 interleaved run: whole steps (torch's hooks included) at 4K elements and on
-1,000 tensors of 1K, float32.  Prints median microseconds and the ratios;
+1,000 tensors of 1K, float32 (and DeepSpeedCPUAdam, if installed).  Prints
+median microseconds and the ratios;
 dropin-py is the drop-in with its checks reading tensors through Python
 attributes instead of libtorch's C ABI (adaptopt._torch_shim).
 
     python bench/bench_dropin.py [--threads 2] [--rounds 7]
 """
 import argparse
+import os
 import time
 
 import numpy as np
@@ -45,8 +47,31 @@ def cases(algo, shape, count, threads):
     def python_reads():  # the drop-in with its checks reading tensors through Python
         ot.step()
     python_reads.setup = lambda: _torch_shim.enable(False)
-    return {"numpy": lambda: o.step(gs), "kernel": lambda: _kernels.run(plan.batches, threads),
-            "dropin-py": python_reads, "dropin": Step(ot.step), "torch-fused": of.step}
+    out = {"numpy": lambda: o.step(gs), "kernel": lambda: _kernels.run(plan.batches, threads),
+           "dropin-py": python_reads, "dropin": Step(ot.step), "torch-fused": of.step}
+    ds = deepspeed_adam()
+    if algo == "Adam" and ds is not None:
+        td = [torch.nn.Parameter(torch.zeros(shape)) for _ in range(count)]
+        for p in td:
+            p.grad = torch.full(shape, 0.01)
+        od = ds(td, adamw_mode=False)
+        od.step()
+        out["deepspeed"] = od.step
+    return out
+
+
+def deepspeed_adam():
+    """DeepSpeedCPUAdam when deepspeed is installed (its CPU op built), else None."""
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    try:
+        import logging
+
+        from deepspeed.ops.adam import DeepSpeedCPUAdam
+        from deepspeed.utils import logger
+        logger.setLevel(logging.WARNING)
+    except BaseException:  # not installed, or its JIT build failed
+        return None
+    return DeepSpeedCPUAdam
 
 
 class Step:
@@ -81,7 +106,9 @@ def main():
                   + f"  | torch-fused/dropin {med['torch-fused'] / med['dropin']:5.1f}x"
                   f" (Python reads {med['torch-fused'] / med['dropin-py']:4.1f}x)"
                   f"  dropin/numpy {med['dropin'] / med['numpy']:4.2f}"
-                  f"  numpy outside the kernel {med['numpy'] - med['kernel']:7.2f}")
+                  f"  numpy outside the kernel {med['numpy'] - med['kernel']:7.2f}"
+                  + (f"  deepspeed/dropin {med['deepspeed'] / med['dropin']:4.1f}x"
+                     if "deepspeed" in med else ""))
 
 
 if __name__ == "__main__":
