@@ -80,13 +80,18 @@ def classify(opt, grads):
     for g in opt.param_groups:
         if not isinstance(g, dict) or set(g) != set(cls.spec.hyper) | {"params"}:
             return "invalid"
-        try:  # the spec's checks, cross-parameter ones included (SGD's nesterov)
-            hyper = cls.spec.checked({**g, "params": []}, cls.__name__)
-        except (TypeError, ValueError):
-            return "invalid"
         ps = g["params"]
         if not isinstance(ps, list) or not ps:
             return "invalid"
+        try:  # the spec's checks, cross-parameter ones included (SGD's nesterov)
+            hyper = cls.spec.checked({**g, "params": []}, cls.__name__)
+        except (TypeError, ValueError):
+            mine = grads[len(params):len(params) + len(ps)] if isinstance(grads, list) else []
+            if len(mine) != len(ps) or any(x is not None for x in mine):
+                return "invalid"
+            # a group the step does not update: refusing its values is as
+            # right as leaving them unread
+            ambiguous, hyper = True, None
         for p in ps:
             try:
                 _base.check_param("p", p)
@@ -109,7 +114,7 @@ def classify(opt, grads):
                                   and g.flags.aligned):
             return "invalid"
         stt = state.get(i)
-        if stt is None:
+        if stt is None or hyper is None:
             continue
         bad = state_problem(opt, stt, p, hyper)  # None, "bad" or "unused-bad"
         if bad == "bad" and g is not None:
@@ -197,8 +202,14 @@ def synced_state(opt):
 
 def twin(opt):
     cls = getattr(reference, type(opt).__name__)
-    groups = [{**{k: v for k, v in g.items() if k != "params"},
-               "params": [p.copy() for p in g["params"]]} for g in opt.param_groups]
+    groups = []
+    for g in opt.param_groups:
+        hyper = {k: v for k, v in g.items() if k != "params"}
+        try:
+            cls.spec.checked({**hyper, "params": []}, cls.__name__)
+        except (TypeError, ValueError):  # a group the step leaves alone (classify)
+            hyper = {}
+        groups.append({**hyper, "params": [p.copy() for p in g["params"]]})
     t = cls(groups, n_threads=1)
     t.state = {i: {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in s.items()}
                for i, s in synced_state(opt).items()}
