@@ -32,7 +32,7 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 import adaptopt  # noqa: E402
-from adaptopt import _base, _kernels, reference  # noqa: E402
+from adaptopt import _base, _kernels, _precision, reference  # noqa: E402
 
 EXAMPLES = int(os.environ.get("ADAPTOPT_FUZZ_EXAMPLES", "120"))
 CLASSES = ["Adam", "AdamW", "Adagrad", "RMSprop", "SGD"]
@@ -152,6 +152,12 @@ def state_problem(opt, stt, p, hyper):
     problem = None
     for k, v in stt.items():
         if k == "step":
+            continue
+        if k == _precision.MASTER:  # the float32 copy of a 16-bit parameter
+            if not (hyper.get("master_weights") and p.dtype.itemsize == 2):
+                problem = "unused-bad"
+            elif not good_array(v, np.empty_like(p, dtype=np.float32)):
+                return "bad"
             continue
         if k not in cls.spec.all_buffers:
             return "bad"

@@ -711,6 +711,20 @@ def test_torch_state_resized_in_place():
     """)
 
 
+def test_torch_storage_resized_in_place():
+    # torch itself reads past such a storage's end; the step must refuse it
+    torch_child("""
+        def shrink(t):
+            t.untyped_storage().resize_(0)       # as FSDP frees a parameter
+            t.untyped_storage().resize_(t.numel() * t.element_size() // 4)
+        for which in ("exp_avg", "param", "grad"):
+            p, opt = tstepped(steps=2)
+            p.grad = torch.randn(N)
+            shrink({"exp_avg": opt.state[p]["exp_avg"], "param": p, "grad": p.grad}[which])
+            trejected(opt, p, ["storage"])
+    """)
+
+
 def test_torch_param_resized_in_place():
     torch_child("""
         p, opt = tstepped(steps=2)

@@ -69,6 +69,20 @@ def _edits():
     def subset(p, opt):
         opt.param_groups[0]["params"][1].grad = None
 
+    def shrink(t):  # FSDP's freeing of a storage, then a smaller one at the same place
+        t.untyped_storage().resize_(0)
+        t.untyped_storage().resize_(t.numel() * t.element_size() // 4)
+
+    def shrink_state(p, opt):
+        shrink(opt.state[p]["exp_avg_sq"])
+
+    def shrink_param(p, opt):
+        shrink(p)
+
+    def shrink_grad(p, opt):
+        p.grad = torch.randn(N)
+        shrink(p.grad)
+
     def swap_tensors(p, opt):
         torch.utils.swap_tensors(opt.state[p]["exp_avg"], torch.full((N,), 0.5))
 
@@ -97,6 +111,9 @@ def _edits():
         ("param .data replaced", data_swap),
         ("param resized in place", resize_param),
         ("a subset", subset),
+        ("state storage shrunk", shrink_state),
+        ("param storage shrunk", shrink_param),
+        ("grad storage shrunk", shrink_grad),
         ("swap_tensors on state", swap_tensors),
     ]
 
@@ -132,8 +149,11 @@ def _run(name, edit, on, **kw):
     finally:
         _OPTS.clear()
     tensors = [t for p in ps for t in (p, *opt.state[p].values()) if isinstance(t, torch.Tensor)]
-    data = [t.detach().clone().reshape(-1).contiguous().view(torch.uint8).tolist()
-            if t.device.type == "cpu" else str(t) for t in tensors]
+    # a shrunk storage's tensor cannot be read (torch would read past its end)
+    data = ["not readable" if t.device.type != "cpu"
+            or t.untyped_storage().nbytes() < t.numel() * t.element_size()
+            else t.detach().clone().reshape(-1).contiguous().view(torch.uint8).tolist()
+            for t in tensors]
     return outcome, data
 
 

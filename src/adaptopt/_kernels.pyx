@@ -275,6 +275,7 @@ cdef struct _Shim:
     _f_i64 numel, dim
     _f_i64p sizes, strides
     _f_i32 dtype, device, layout
+    _f_i64 storage_offset, storage_size
     int32_t cpu, strided
     int64_t es[64]  # element size by dtype code (0: not a dtype adaptopt reads)
 
@@ -306,13 +307,28 @@ cdef inline int64_t _dense_cpu(void *h, int32_t code) noexcept:
     return n * _shim.es[v]
 
 
+cdef inline bint _in_storage(void *h, uint64_t d, uint64_t lo, uint64_t hi,
+                             int64_t es) noexcept:
+    """Tensor h (data pointer d) reaches [lo, hi) inside its storage (not so
+    after untyped_storage().resize_: torch does not check it)."""
+    cdef int64_t off, size
+    if hi <= lo:
+        return True
+    if _shim.storage_offset(h, &off) or _shim.storage_size(h, &size) or off < 0:
+        return False
+    return lo >= d - <uint64_t>(off * es) and hi <= d - <uint64_t>(off * es) + <uint64_t>size
+
+
 cdef inline bint _tensor_holds(object o, uint64_t ptr, uint64_t nb, int32_t code) noexcept:
-    """Tensor o is (through the shim) a CPU tensor of dtype code at ptr, nb bytes."""
+    """Tensor o is (through the shim) a CPU tensor of dtype code at ptr, nb
+    bytes, inside its storage."""
     cdef void *h = _handle(o)
     cdef void *d
+    cdef int32_t v
     if h == NULL or code < 0 or _dense_cpu(h, code) != <int64_t>nb or _shim.data_ptr(h, &d):
         return False
-    return <uint64_t>d == ptr
+    _shim.dtype(h, &v)
+    return <uint64_t>d == ptr and _in_storage(h, ptr, ptr, ptr + nb, _shim.es[v])
 
 
 def torch_shim(dict fns, tensor_type, param_type, dict codes, list probes):
@@ -339,6 +355,10 @@ def torch_shim(dict fns, tensor_type, param_type, dict codes, list probes):
     _shim.dtype = <_f_i32><uintptr_t>PyLong_AsUnsignedLongLong(fns["aoti_torch_get_dtype"])
     _shim.device = <_f_i32><uintptr_t>PyLong_AsUnsignedLongLong(fns["aoti_torch_get_device_type"])
     _shim.layout = <_f_i32><uintptr_t>PyLong_AsUnsignedLongLong(fns["aoti_torch_get_layout"])
+    _shim.storage_offset = <_f_i64><uintptr_t>PyLong_AsUnsignedLongLong(
+        fns["aoti_torch_get_storage_offset"])
+    _shim.storage_size = <_f_i64><uintptr_t>PyLong_AsUnsignedLongLong(
+        fns["aoti_torch_get_storage_size"])
     _shim.cpu, _shim.strided = fns["cpu"], fns["strided"]
     memset(_shim.es, 0, sizeof(_shim.es))
     for dt, (code, size) in codes.items():
@@ -363,7 +383,9 @@ def torch_shim(dict fns, tensor_type, param_type, dict codes, list probes):
         ok = (_dense_cpu(h, _shim_codes.get(t.dtype, -2)) == t.nbytes
               and not _shim.data_ptr(h, &d) and <uintptr_t>d == <uintptr_t>t.data_ptr()
               and not _shim.dim(h, &n) and n == t.dim()
-              and not _shim.sizes(h, &sz) and not _shim.strides(h, &st))
+              and not _shim.sizes(h, &sz) and not _shim.strides(h, &st)
+              and _in_storage(h, <uintptr_t>d, <uintptr_t>d, <uintptr_t>d + t.nbytes,
+                              t.element_size()))
         for k in range(t.dim() if ok else 0):
             ok = ok and sz[k] == t.shape[k] and st[k] == t.stride(k)
         if not ok:
@@ -667,7 +689,8 @@ cdef class Batch:
                     return False
             if self.kind == _TORCH:
                 if (<uint64_t>a.data_ptr() != self.aptr[j + k]
-                        or <uint64_t>a.nbytes != self.anb[j + k]):
+                        or <uint64_t>a.nbytes != self.anb[j + k]
+                        or not _in_storage_py(a, self.aptr[j + k], self.anb[j + k])):
                     return False
             elif (_lowest(<cnp.ndarray>a) != self.aptr[j + k]
                     or <uint64_t>_nbytes(<cnp.ndarray>a) != self.anb[j + k]
@@ -859,7 +882,8 @@ cdef class Batch:
             for k in range(nd):
                 tst[k] = gs[k] * es
             base = self._strided(r, lo, tst, sz, nd, es, &lo, &hi)
-        if _spans_hit(spans.s, spans.e, spans.m, lo, hi):
+        if (not _in_storage(h, <uint64_t>d, lo, hi, _shim.es[self.gcode])
+                or _spans_hit(spans.s, spans.e, spans.m, lo, hi)):
             return False
         self.ptr[j + 1] = base
         _shim.reads += 1
@@ -877,7 +901,8 @@ cdef class Batch:
         cdef Py_ssize_t nd
         p = <object>PyList_GET_ITEM(self.objs, j)
         if (<uint64_t>p.data_ptr() != self.ptr[j] or p.dtype is not dt
-                or <uint64_t>p.nbytes != self.nb[j]):
+                or <uint64_t>p.nbytes != self.nb[j] or not _in_storage_py(p, self.ptr[j],
+                                                                          self.nb[j])):
             return False
         st = <object>PyList_GET_ITEM(self.states, r)
         for k in range(self.nbuf):
@@ -890,7 +915,8 @@ cdef class Batch:
             t = <object>b
             if (<uint64_t>t.data_ptr() != self.ptr[j + k]
                     or t.dtype is not (dt if self.staging is None else self.sdtype[k])
-                    or <uint64_t>t.nbytes != self.nb[j + k]):
+                    or <uint64_t>t.nbytes != self.nb[j + k]
+                    or not _in_storage_py(t, self.ptr[j + k], self.nb[j + k])):
                 return False
         if self.akeys is not None and not self._aux_hold(r, st):
             return False
@@ -917,10 +943,20 @@ cdef class Batch:
                 tst[k] = <int64_t>gs[k] * es
                 tdim[k] = <int64_t>g.shape[k]
             base = self._strided(r, lo, tst, tdim, nd, es, &lo, &hi)
-        if _spans_hit(spans.s, spans.e, spans.m, lo, hi):
+        if (not _in_storage_py(g, lo, hi - lo)
+                or _spans_hit(spans.s, spans.e, spans.m, lo, hi)):
             return False
         self.ptr[j + 1] = base
         return True
+
+
+cdef bint _in_storage_py(object t, uint64_t lo, uint64_t nbytes) except -1:
+    """[lo, lo + nbytes) lies inside torch tensor t's storage (read through Python)."""
+    if nbytes == 0:
+        return True
+    s = t.untyped_storage()
+    cdef uint64_t start = <uint64_t>s.data_ptr()
+    return lo >= start and lo + nbytes <= start + <uint64_t>s.nbytes()
 
 
 cdef inline uint64_t _lowest(cnp.ndarray a) noexcept:

@@ -26,7 +26,8 @@ from . import _kernels
 
 _FUNCTIONS = ("aoti_torch_get_data_ptr", "aoti_torch_get_numel", "aoti_torch_get_dim",
               "aoti_torch_get_sizes", "aoti_torch_get_strides", "aoti_torch_get_dtype",
-              "aoti_torch_get_device_type", "aoti_torch_get_layout")
+              "aoti_torch_get_device_type", "aoti_torch_get_layout",
+              "aoti_torch_get_storage_offset", "aoti_torch_get_storage_size")
 _DTYPES = ("float32", "float64", "bfloat16", "float16", "int8", "uint8", "int32", "int64")
 
 

@@ -193,6 +193,22 @@ def _dense(t):
     return _kernels.is_dense(tuple(t.shape), t.stride(), 1)
 
 
+def _storage_problem(t, where):
+    """The error when t's elements reach beyond its storage (the storage was
+    resized in place, t.untyped_storage().resize_(...), as FSDP frees
+    parameters: torch itself then reads past its end), or None."""
+    t = _local(t)
+    if t.numel() == 0:
+        return None
+    need = (t.storage_offset() + 1 + sum((n - 1) * abs(x) for n, x in zip(t.shape, t.stride())))
+    have = t.untyped_storage().nbytes()
+    if need * t.element_size() <= have:
+        return None
+    return ValueError(f"{where} has {t.numel()} elements but its storage holds only {have} "
+                      f"bytes ({need * t.element_size()} needed): the storage was resized "
+                      "(untyped_storage().resize_); give it back its size or a new tensor")
+
+
 def _same_layout(a, p):
     """a has p's strides wherever the size is > 1 (the same element order)."""
     return all(n < 2 or x == y for n, x, y in zip(p.shape, a.stride(), p.stride()))
@@ -228,7 +244,7 @@ def _param_problem(cls, p, where, dense=True):
                           "update the parameter's memory in place and no copy is made; make it "
                           "contiguous before creating the optimizer (p.data = p.data.contiguous()) "
                           f"or use torch.optim.{name}")
-    return None
+    return _storage_problem(p, where)
 
 
 def _grad_problem(cls, p, g, where, strided=True):
@@ -261,7 +277,7 @@ def _grad_problem(cls, p, g, where, strided=True):
     if g.is_neg():
         return ValueError(f"the gradient of {where} is a lazily negated view (is_neg()): "
                           "materialize it (p.grad = p.grad.resolve_neg())")
-    return None
+    return _storage_problem(g, f"the gradient of {where}")
 
 
 def _dtensor(t):
@@ -818,6 +834,9 @@ class _Fused:
                                  "CPU tensor of the parameter's shape and strides "
                                  f"{p.stride()} (torch's preserve_format) and dtype {want}, "
                                  f"got {got}")
+            bad = _storage_problem(v, f"state[{key!r}] of {_where(group, gi, k, p)}")
+            if bad is not None:
+                raise bad
             spans.append(_span(v) + (f"state[{key!r}] of {_where(group, gi, k, p)}", v))
         return spans
 
