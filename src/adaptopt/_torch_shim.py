@@ -82,4 +82,8 @@ def enable(on=True):
     found = _functions() if on and os.environ.get("ADAPTOPT_TORCH_SHIM", "1") != "0" else None
     if found is None:
         return _kernels.torch_shim({}, None, None, {}, [])
-    return _kernels.torch_shim(found[0], torch.Tensor, torch.nn.Parameter, found[1], _probes())
+    try:
+        return _kernels.torch_shim(found[0], torch.Tensor, torch.nn.Parameter, found[1],
+                                   _probes())
+    except Exception:  # a torch whose tensors lack what the probes read (_cdata, ...)
+        return _kernels.torch_shim({}, None, None, {}, [])
