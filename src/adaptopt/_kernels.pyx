@@ -673,8 +673,9 @@ cdef class Batch:
         self.nscal = m
         self.flags = flags
 
-    cdef bint _aux_hold(self, Py_ssize_t r, object st) except -1:
-        """Row r's aux buffers are the objects, addresses and sizes of the table."""
+    cdef bint _aux_hold(self, Py_ssize_t r, object st, bint c=False) except -1:
+        """Row r's aux buffers are the objects, addresses and sizes of the
+        table (c: torch tensors read through the shim)."""
         cdef Py_ssize_t k, j = r * self.nbuf
         cdef PyObject *b
         cdef object a, key
@@ -687,7 +688,10 @@ cdef class Batch:
                 b = _dget(st, key)
                 if b == NULL or <object>b is not a:
                     return False
-            if self.kind == _TORCH:
+            if c:
+                if not _tensor_holds(a, self.aptr[j + k], self.anb[j + k], -1):
+                    return False
+            elif self.kind == _TORCH:
                 if (<uint64_t>a.data_ptr() != self.aptr[j + k]
                         or <uint64_t>a.nbytes != self.anb[j + k]
                         or not _in_storage_py(a, self.aptr[j + k], self.anb[j + k])):
@@ -797,6 +801,34 @@ cdef class Batch:
                 return 0
         return -1
 
+    cdef bint _state_held(self, Py_ssize_t r, object st, bint c) except -1:
+        """Row r's state dict st still holds its buffers, aux buffers and
+        counters, each buffer at its address with its dtype and size inside
+        its storage (torch rows; c: read through the shim, else Python)."""
+        cdef Py_ssize_t k, j = r * self.nbuf
+        cdef PyObject *b
+        cdef object t, key
+        for k in range(self.nbuf):
+            key = self.keys[k]
+            if key is None:
+                continue
+            b = _dget(st, key)
+            if b == NULL or b != PyList_GET_ITEM(self.objs, j + k):
+                return False
+            t = <object>b
+            if c:
+                if not _tensor_holds(t, self.ptr[j + k], self.nb[j + k], self.scode[k]):
+                    return False
+            elif (<uint64_t>t.data_ptr() != self.ptr[j + k]
+                    or t.dtype is not (self.dtype_obj if self.staging is None
+                                       else self.sdtype[k])
+                    or <uint64_t>t.nbytes != self.nb[j + k]
+                    or not _in_storage_py(t, self.ptr[j + k], self.nb[j + k])):
+                return False
+        if self.akeys is not None and not self._aux_hold(r, st, c):
+            return False
+        return self._counters_held(r, st)
+
     cdef bint _counters_held(self, Py_ssize_t r, object st) except -1:
         """Row r's state dict holds its step and counter views (torch rows)."""
         cdef PyObject *b
@@ -823,8 +855,7 @@ cdef class Batch:
         when it holds (the gradient's address then filled in); False when it
         does not or cannot be told this way (then _row_torch decides)."""
         cdef Py_ssize_t k, j = r * self.nbuf, nd, e = self.tsho[r]
-        cdef PyObject *b
-        cdef object st, key, g
+        cdef object st, g
         cdef void *h
         cdef void *d
         cdef int64_t n, es
@@ -836,26 +867,7 @@ cdef class Batch:
                                              self.ptr[j], self.nb[j], self.dcode):
             return False
         st = <object>PyList_GET_ITEM(self.states, r)
-        for k in range(self.nbuf):
-            key = self.keys[k]
-            if key is None:
-                continue
-            b = _dget(st, key)
-            if b == NULL or b != PyList_GET_ITEM(self.objs, j + k):
-                return False
-            if not _tensor_holds(<object>b, self.ptr[j + k], self.nb[j + k], self.scode[k]):
-                return False
-        if self.akeys is not None:
-            for k in range(self.nbuf):
-                key = self.akeys[k]
-                if key is None:
-                    continue
-                b = PyList_GET_ITEM(self.aobjs, j + k)
-                if key != "" and _dget(st, key) != b:
-                    return False
-                if not _tensor_holds(<object>b, self.aptr[j + k], self.anb[j + k], -1):
-                    return False
-        if not self._counters_held(r, st):
+        if not self._state_held(r, st, True):
             return False
         g = self._grad_owner(j).grad
         h = NULL if g is None else _handle(g)
@@ -892,8 +904,7 @@ cdef class Batch:
     cdef bint _row_torch(self, Py_ssize_t r, Spans spans, strided) except -1:
         """check_torch's row r, read through torch's Python attributes."""
         cdef Py_ssize_t k, j = r * self.nbuf
-        cdef PyObject *b
-        cdef object p, g, st, t, key, gs, dt = self.dtype_obj
+        cdef object p, g, st, gs, dt = self.dtype_obj
         cdef uint64_t lo, hi, base
         cdef int64_t tst[ADAPTOPT_MAX_NDIM]
         cdef int64_t tdim[ADAPTOPT_MAX_NDIM]
@@ -905,22 +916,7 @@ cdef class Batch:
                                                                           self.nb[j])):
             return False
         st = <object>PyList_GET_ITEM(self.states, r)
-        for k in range(self.nbuf):
-            key = self.keys[k]
-            if key is None:
-                continue
-            b = _dget(st, key)
-            if b == NULL or b != PyList_GET_ITEM(self.objs, j + k):
-                return False
-            t = <object>b
-            if (<uint64_t>t.data_ptr() != self.ptr[j + k]
-                    or t.dtype is not (dt if self.staging is None else self.sdtype[k])
-                    or <uint64_t>t.nbytes != self.nb[j + k]
-                    or not _in_storage_py(t, self.ptr[j + k], self.nb[j + k])):
-                return False
-        if self.akeys is not None and not self._aux_hold(r, st):
-            return False
-        if not self._counters_held(r, st):
+        if not self._state_held(r, st, False):
             return False
         g = self._grad_owner(j).grad
         # strided, on the CPU, p's dtype and shape, not a lazily negated view;
