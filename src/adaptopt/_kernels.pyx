@@ -295,7 +295,7 @@ cdef inline void *_handle(object o) noexcept:
 
 cdef inline int64_t _dense_cpu(void *h, int32_t code) noexcept:
     """Tensor h's size in bytes if it is a strided CPU tensor of dtype code
-    (-1: any dtype adaptopt reads), else -1."""
+    (negative: any dtype adaptopt reads), else -1."""
     cdef int32_t v
     cdef int64_t n
     if _shim.layout(h, &v) or v != _shim.strided or _shim.device(h, &v) or v != _shim.cpu:
@@ -319,16 +319,20 @@ cdef inline bint _in_storage(void *h, uint64_t d, uint64_t lo, uint64_t hi,
     return lo >= d - <uint64_t>(off * es) and hi <= d - <uint64_t>(off * es) + <uint64_t>size
 
 
+cdef enum:
+    _ANY_DTYPE = -2  # _tensor_holds: any dtype the shim reads (-1: no code known)
+
+
 cdef inline bint _tensor_holds(object o, uint64_t ptr, uint64_t nb, int32_t code) noexcept:
     """Tensor o is (through the shim) a CPU tensor of dtype code at ptr, nb
-    bytes, inside its storage."""
+    bytes, inside its storage; code _ANY_DTYPE: of any dtype the shim reads,
+    -1 (no code known): never (the Python reading decides)."""
     cdef void *h = _handle(o)
     cdef void *d
-    cdef int32_t v
-    if h == NULL or code < 0 or _dense_cpu(h, code) != <int64_t>nb or _shim.data_ptr(h, &d):
+    if (h == NULL or code == -1 or _dense_cpu(h, code) != <int64_t>nb
+            or _shim.data_ptr(h, &d) or (code == _ANY_DTYPE and _shim.dtype(h, &code))):
         return False
-    _shim.dtype(h, &v)
-    return <uint64_t>d == ptr and _in_storage(h, ptr, ptr, ptr + nb, _shim.es[v])
+    return <uint64_t>d == ptr and _in_storage(h, ptr, ptr, ptr + nb, _shim.es[code])
 
 
 def torch_shim(dict fns, tensor_type, param_type, dict codes, list probes):
@@ -689,7 +693,7 @@ cdef class Batch:
                 if b == NULL or <object>b is not a:
                     return False
             if c:
-                if not _tensor_holds(a, self.aptr[j + k], self.anb[j + k], -1):
+                if not _tensor_holds(a, self.aptr[j + k], self.anb[j + k], _ANY_DTYPE):
                     return False
             elif self.kind == _TORCH:
                 if (<uint64_t>a.data_ptr() != self.aptr[j + k]
