@@ -28,17 +28,12 @@ static inline float adaptopt_bf16_to_f32(uint16_t h) { return adaptopt_bits_f32(
 
 /* Written for cheap vector code: one float compare finds NaN, one blend,
  * one shift (x != x is (bits & 0x7FFFFFFF) > 0x7F800000). */
-static inline uint32_t adaptopt_f32_to_bf16_high(float x)  /* the bfloat16 in bits 16..31 */
+static inline uint16_t adaptopt_f32_to_bf16(float x)
 {
     uint32_t u = adaptopt_f32_bits(x);
     uint32_t r = u + 0x7FFFu + ((u >> 16) & 1u);
     uint32_t q = u | 0x00400000u;                        /* NaN: quiet */
-    return x != x ? q : r;
-}
-
-static inline uint16_t adaptopt_f32_to_bf16(float x)
-{
-    return (uint16_t)(adaptopt_f32_to_bf16_high(x) >> 16);
+    return (uint16_t)((x != x ? q : r) >> 16);
 }
 
 static inline float adaptopt_f16_to_f32(uint16_t h)

@@ -579,6 +579,19 @@ static int staging_ok(const adaptopt_staging *st, size_t nbuf)
     return 1;
 }
 
+/* Every buffer stored as bfloat16, rounded to nearest, and nothing else to
+ * stage: the table's bfloat16 body runs on memory, with the same bits as
+ * the staging blocks (kernels.c.inc). */
+static int all_bf16(const adaptopt_staging *st, size_t nbuf)
+{
+    if (st->mirror || st->grad_div != 0 || st->grad_mul != 1 || st->grad_writeback || st->gdesc)
+        return 0;
+    for (size_t k = 0; k < nbuf; k++)
+        if (st->storage[k] != ADAPTOPT_STORE_BF16 || st->stochastic[k])
+            return 0;
+    return 1;
+}
+
 int adaptopt_step_staged(int algo, const adaptopt_staging *st, size_t n_arrays, size_t nbuf,
                          void *const *ptr, void *const *aux, const size_t *offsets,
                          const double *scal, size_t nscal, int flags, int n_threads)
@@ -593,6 +606,11 @@ int adaptopt_step_staged(int algo, const adaptopt_staging *st, size_t n_arrays, 
     int dtype = st->compute;
     scalars sc;
     cast_scalars(&sc, dtype, scal, nscal);
+    if (all_bf16(st, nbuf)) {
+        run_batch(tab->step_bf16[algo], 2, n_arrays, nbuf, ptr, offsets, &sc, flags,
+                  clamp_threads(n_threads), adaptopt_get_threshold(algo, dtype), NULL, 1);
+        return ADAPTOPT_OK;
+    }
     stage_call sg = {tab->staged[dtype], st, aux, any_q8(st, nbuf) ? ADAPTOPT_BLOCK : 1, NULL, 0};
     run_batch(tab->step[algo][dtype], storage_size(st->storage[0], dtype), n_arrays, nbuf, ptr,
               offsets, &sc, flags, clamp_threads(n_threads), adaptopt_get_threshold(algo, dtype),

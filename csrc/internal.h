@@ -72,20 +72,10 @@ typedef struct {
     /* gradnorm.c.inc: sum of squares of one block in float64, per storage
      * type (F32..F16; NULL for the others); *bad = 1 if non-finite */
     double (*sumsq[ADAPTOPT_STORE_F16 + 1])(const void *x, size_t n, int *bad);
+    /* per algorithm, its float32 body with every buffer stored as
+     * bfloat16, rounded to nearest even (kernels.c.inc) */
+    adaptopt_seg_fn step_bf16[ADAPTOPT_N_ALGOS];
 } adaptopt_table;
-
-/* Every buffer stored as bfloat16, rounded to nearest, and nothing else to
- * stage: torch.optim's layout for bfloat16 parameters, staged in pairs
- * (staging.c.inc). */
-static inline int adaptopt_all_bf16(const adaptopt_staging *st, size_t nbuf)
-{
-    if (st->mirror || st->grad_div != 0 || st->grad_mul != 1 || st->grad_writeback || st->gdesc)
-        return 0;
-    for (size_t k = 0; k < nbuf; k++)
-        if (st->storage[k] != ADAPTOPT_STORE_BF16 || st->stochastic[k])
-            return 0;
-    return 1;
-}
 
 extern const adaptopt_table adaptopt_table_scalar;
 extern const adaptopt_table adaptopt_table_avx2;

@@ -171,9 +171,12 @@ void kmain(void) {
         for (int k = 0; k < ADAPTOPT_MAX_NSCAL; k++) u[k] = (float)scalars[0][k];
         adaptopt_table_scalar.staged[0](adaptopt_table_scalar.step[algo][0], (void *const *)a,
                                         auxa, (size_t)nbuf[algo], 0, n, u, flags, &st, 3, NULL);
-        adaptopt_table_avx512.staged[0](adaptopt_table_avx512.step[algo][0],
-                                        (void *const *)b, auxb, (size_t)nbuf[algo], 0, n, u,
-                                        flags, &st, 3, NULL);
+        if (c == 0)  /* every buffer bfloat16, nearest: the bodies on bfloat16 memory */
+            adaptopt_table_avx512.step_bf16[algo]((void *const *)b, 0, n, u, flags);
+        else
+            adaptopt_table_avx512.staged[0](adaptopt_table_avx512.step[algo][0],
+                                            (void *const *)b, auxb, (size_t)nbuf[algo], 0, n, u,
+                                            flags, &st, 3, NULL);
         for (int k = 0; k <= nbuf[algo]; k++) {
             int diff = k < nbuf[algo] ? memcmp(a[k], b[k], n * es[k])
                                       : (st.mirror ? memcmp(ma, mb, 2 * n) : 0);
